@@ -1,0 +1,27 @@
+"""Weight pruning for Keras 3 on TensorFlow, JAX and PyTorch.
+
+A drop-in successor to `tfmot.sparsity.keras`: the same names, arguments
+and defaults, on every Keras backend.
+"""
+
+from keras_sparsity.callbacks import UpdatePruningStep
+from keras_sparsity.prune import prune_low_magnitude
+from keras_sparsity.prune import prune_scope
+from keras_sparsity.prune import strip_pruning
+from keras_sparsity.registry import PrunableLayer
+from keras_sparsity.schedules import ConstantSparsity
+from keras_sparsity.schedules import PolynomialDecay
+from keras_sparsity.schedules import PruningSchedule
+from keras_sparsity.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningSchedule",
+    "UpdatePruningStep",
+    "prune_low_magnitude",
+    "prune_scope",
+    "strip_pruning",
+]

@@ -1,0 +1,361 @@
+"""`PruneLowMagnitude`: the layer wrapper that keeps a mask per prunable weight.
+
+How pruning runs inside the optimizer step, identically on every backend:
+
+* Each prunable weight gets a float32 `mask` variable. It is declared
+  trainable with `overwrite_with_gradient=True` (the mechanism Keras uses for
+  float8 scales), so that `optimizer.apply` and `optimizer.stateless_apply`
+  see and return it, also inside JAX's stateless, jitted train step. The
+  forward pass ties the mask to the layer output with a custom gradient whose
+  value for the mask is the mask itself, so the optimizer writes the mask
+  back unchanged (scaled by the number of calls, which is undone by reading
+  `mask > 0`). The optimizer keeps no slots for it and never decays it.
+* The weight's `constraint`, which every Keras optimizer applies right after
+  its update, is replaced by one that reads `optimizer.iterations`, asks the
+  schedule whether to prune at this step, recomputes the mask if so, and
+  writes `weight * mask` back. Pruned weights are therefore exactly zero
+  after every optimizer step, in `fit` and in custom loops alike.
+"""
+
+import inspect
+import numbers
+
+import keras
+from keras import ops
+
+from keras_sparsity import masks as mask_math
+from keras_sparsity import registry
+from keras_sparsity.schedules import ConstantSparsity
+from keras_sparsity.schedules import PruningSchedule
+
+POOLING_TYPES = ("AVG", "MAX")
+
+
+def check_pruning_params(
+    pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
+):
+    """Validates the pruning arguments; returns them normalised.
+
+    Raises `TypeError`/`ValueError` naming the argument and the accepted
+    values, before any layer or model is touched.
+    """
+    if pruning_schedule is None:
+        pruning_schedule = ConstantSparsity(0.5, begin_step=0)
+    if not isinstance(pruning_schedule, PruningSchedule):
+        raise TypeError(
+            "Argument `pruning_schedule` must be a "
+            "`keras_sparsity.PruningSchedule`, e.g. "
+            "`PolynomialDecay(0.5, 0.8, begin_step=0, end_step=1000)`. "
+            f"Received: pruning_schedule={pruning_schedule!r}"
+        )
+    block_size = _pair_of_ints(
+        "block_size", block_size, "e.g. (1, 1) for no blocks or (1, 4)"
+    )
+    if min(block_size) < 1:
+        raise ValueError(
+            "Argument `block_size` must hold two integers >= 1, e.g. (1, 4). "
+            f"Received: block_size={block_size}"
+        )
+    if block_pooling_type not in POOLING_TYPES:
+        raise ValueError(
+            f"Unsupported pooling type {block_pooling_type!r}. Should be "
+            f"'AVG' or 'MAX'. Received: block_pooling_type="
+            f"{block_pooling_type!r}"
+        )
+    if sparsity_m_by_n is not None:
+        sparsity_m_by_n = _pair_of_ints(
+            "sparsity_m_by_n", sparsity_m_by_n, "e.g. (2, 4)"
+        )
+        m, n = sparsity_m_by_n
+        if not 0 < m < n:
+            raise ValueError(
+                "Argument `sparsity_m_by_n` must be (m, n) with 0 < m < n: "
+                "m zeros in every n consecutive weights, e.g. (2, 4). "
+                f"Received: sparsity_m_by_n={sparsity_m_by_n}"
+            )
+        if block_size != (1, 1):
+            raise ValueError(
+                "Arguments `block_size` and `sparsity_m_by_n` cannot be "
+                "combined; pass one of them. Received: "
+                f"block_size={block_size}, sparsity_m_by_n={sparsity_m_by_n}"
+            )
+    return pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
+
+
+def _pair_of_ints(name, value, example):
+    try:
+        items = tuple(value)
+    except TypeError:
+        items = None
+    if (
+        items is None
+        or len(items) != 2
+        or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool)
+            for i in items
+        )
+    ):
+        raise ValueError(
+            f"The {name} argument must be a tuple/list of 2 integers, "
+            f"{example}. Received: {name}={value!r}"
+        )
+    return tuple(int(i) for i in items)
+
+
+def _applying_optimizer():
+    """The optimizer whose `apply` is running (it opens a name scope).
+
+    Keras keeps the stack of open name scopes in its global state; an
+    optimizer's `apply` opens one with `caller=self`. This is the one private
+    piece of Keras we read.
+    """
+    from keras.src.backend.common import global_state
+
+    stack = global_state.get_global_attribute("name_scope_stack") or []
+    for scope in reversed(stack):
+        if isinstance(scope.caller, keras.optimizers.Optimizer):
+            return scope.caller
+    raise RuntimeError(
+        "A pruned weight's constraint was applied outside "
+        "`optimizer.apply()`. Pruning masks are updated by the optimizer "
+        "step; use `optimizer.apply_gradients`, `optimizer.apply` or "
+        "`optimizer.stateless_apply`."
+    )
+
+
+def _optimizer_step(optimizer):
+    """(step, is_update): the schedule step, and whether weights move now.
+
+    With gradient accumulation the step counts real updates, not batches.
+    """
+    iterations = ops.cast(optimizer.iterations, "int32")
+    accumulation = optimizer.gradient_accumulation_steps
+    if not accumulation:
+        return iterations, ops.convert_to_tensor(True)
+    step = iterations // accumulation
+    return step, ops.equal((iterations + 1) % accumulation, 0)
+
+
+@ops.custom_gradient
+def _tie_mask(outputs, mask):
+    """Identity on `outputs`; the mask's gradient is the mask itself."""
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return upstream, ops.copy(mask)
+
+    return outputs, grad
+
+
+class _PruningConstraint:
+    """Runs after each optimizer update of one prunable weight."""
+
+    def __init__(self, wrapper, index, inner=None):
+        self.wrapper = wrapper
+        self.index = index
+        self.inner = inner
+
+    def __call__(self, weight):
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return self.wrapper._prune_after_update(self.index, weight)
+
+
+@keras.saving.register_keras_serializable(package="keras_sparsity")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer so that its kernels are pruned during training.
+
+    Usually created by `prune_low_magnitude`. Each prunable weight of the
+    wrapped layer gets a 0/1 mask. At the optimizer steps where
+    `pruning_schedule` says so, the mask is recomputed to keep the
+    largest-magnitude weights; after every optimizer step the weight is
+    multiplied by its mask, so pruned weights are exactly zero in the
+    layer's variables (and in every checkpoint).
+
+    Args:
+        layer: The `keras.layers.Layer` to prune: a built-in layer with
+            kernels (Dense, Conv*, DepthwiseConv*, SeparableConv*,
+            Embedding) or one that implements `PrunableLayer`.
+        pruning_schedule: A `PruningSchedule`. Defaults to
+            `ConstantSparsity(0.5, begin_step=0)`.
+        block_size: Pair of ints. Prune blocks of this many
+            (rows, columns) of the kernel's 2-D view (all axes but the
+            last, the last axis) together. `(1, 1)` prunes single weights.
+        block_pooling_type: `"AVG"` or `"MAX"`: how a block's magnitudes
+            are pooled into its score.
+        sparsity_m_by_n: `None` or a pair `(m, n)`: zero `m` of every `n`
+            consecutive weights along the input axis, ramping up the share
+            of such groups with the schedule.
+        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
+
+    Example:
+
+    ```python
+    dense = sparsity.PruneLowMagnitude(
+        keras.layers.Dense(16),
+        pruning_schedule=sparsity.ConstantSparsity(0.8, begin_step=0))
+    ```
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
+        (
+            pruning_schedule,
+            block_size,
+            block_pooling_type,
+            sparsity_m_by_n,
+        ) = check_pruning_params(
+            pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
+        )
+        check_layer(layer)
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = pruning_schedule
+        self.block_size = block_size
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = sparsity_m_by_n
+        self._passes_training = (
+            "training" in inspect.signature(layer.call).parameters
+        )
+        self._pruned_weights = []
+        self.masks = []
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._pruned_weights = registry.prunable_weights(self.layer)
+        for weight in self._pruned_weights:
+            mask_math.check_pattern_fits(
+                weight.shape, self.block_size, self.sparsity_m_by_n
+            )
+        self.masks = []
+        for index, weight in enumerate(self._pruned_weights):
+            self.masks.append(
+                self.add_weight(
+                    name=f"{weight.name}_mask",
+                    shape=weight.shape,
+                    initializer="ones",
+                    dtype="float32",
+                    trainable=True,
+                    autocast=False,
+                    overwrite_with_gradient=True,
+                )
+            )
+            weight.constraint = _PruningConstraint(
+                self, index, weight.constraint
+            )
+        self.built = True
+
+    @property
+    def pruned_weights(self):
+        """The wrapped layer's variables that are masked, in mask order."""
+        return list(self._pruned_weights)
+
+    def call(self, inputs, training=None, **kwargs):
+        if self._passes_training:
+            kwargs["training"] = training
+        outputs = self.layer(inputs, **kwargs)
+        if training is False or not self.masks:
+            return outputs
+        flat = keras.tree.flatten(outputs)
+        tied = flat[0]
+        for mask in self.masks:
+            tied = _tie_mask(tied, mask.value)
+        return keras.tree.pack_sequence_as(outputs, [tied] + flat[1:])
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_output_spec(self, *args, **kwargs):
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_mask_update(self, weight, sparsity):
+        """The new 0/1 mask of one weight at a target sparsity."""
+        if self.sparsity_m_by_n is not None:
+            return mask_math.m_by_n_mask(weight, sparsity, self.sparsity_m_by_n)
+        if self.block_size != (1, 1):
+            return mask_math.block_mask(
+                weight, sparsity, self.block_size, self.block_pooling_type
+            )
+        return mask_math.magnitude_mask(weight, sparsity)
+
+    def _prune_after_update(self, index, weight):
+        """Updates mask `index` if the schedule says so; returns w * mask.
+
+        Scores are taken on the already-masked weight, so a pruned weight
+        never comes back while sparsity grows; when it does come back (a
+        falling schedule) it restarts from exactly zero.
+        """
+        mask = self.masks[index]
+        step, is_update = _optimizer_step(_applying_optimizer())
+        should_prune, sparsity = self.pruning_schedule(step)
+        should_prune = ops.logical_and(should_prune, is_update)
+        current = ops.cast(ops.greater(mask.value, 0), "float32")
+        masked = weight * ops.cast(current, weight.dtype)
+        new_mask = ops.cond(
+            should_prune,
+            lambda: self.compute_mask_update(masked, sparsity),
+            lambda: current,
+        )
+        mask.assign(new_mask)
+        return masked * ops.cast(new_mask, weight.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pruning_schedule": keras.saving.serialize_keras_object(
+                    self.pruning_schedule
+                ),
+                "block_size": self.block_size,
+                "block_pooling_type": self.block_pooling_type,
+                "sparsity_m_by_n": self.sparsity_m_by_n,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        schedule = keras.saving.deserialize_keras_object(
+            config.pop("pruning_schedule"), custom_objects=custom_objects
+        )
+        return cls(layer, pruning_schedule=schedule, **config)
+
+
+def check_layer(layer):
+    """Raises unless `layer` is a Keras layer this library can wrap."""
+    if isinstance(layer, PruneLowMagnitude):
+        raise ValueError(
+            f"Layer {layer.name!r} is already pruned. Pass the original "
+            "layer, or call `strip_pruning` first to prune it again with "
+            "other settings."
+        )
+    if not isinstance(layer, keras.layers.Layer) or isinstance(
+        layer, keras.Model
+    ):
+        raise ValueError(
+            "Please initialize `PruneLowMagnitude` with a `keras.layers.Layer` "
+            "instance that is not a model; to prune a model, pass it to "
+            f"`prune_low_magnitude`. Received: layer={layer!r}"
+        )
+    if not (registry.is_prunable(layer) or registry.has_nothing_to_prune(layer)):
+        raise ValueError(
+            f"Layer {layer.name!r} of type {type(layer).__name__} is not "
+            "supported: its weights are not known to be prunable. Supported "
+            "are Dense, Conv1D/2D/3D, Conv*Transpose, DepthwiseConv1D/2D, "
+            "SeparableConv1D/2D, Embedding, layers without kernels, and any "
+            "layer that implements `PrunableLayer.get_prunable_weights()`."
+        )
