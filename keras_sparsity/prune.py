@@ -58,11 +58,38 @@ def _clone(model, clone_layer):
         return new_layer
 
     clone = keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True
+        model,
+        input_tensors=_named_inputs(model),
+        clone_function=clone_function,
+        recursive=True,
     )
     for target, weights in pending:
         target.set_weights(weights)
     return clone
+
+
+def _named_inputs(model):
+    """New inputs for a functional clone, named after the input layers.
+
+    `clone_model` names them after the input tensors ("keras_tensor"),
+    which would change the model's config.
+    """
+    if isinstance(model, keras.Sequential):
+        return None
+    layers = {
+        id(layer.output): layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.InputLayer)
+    }
+    return keras.tree.map_structure(
+        lambda x: keras.Input(
+            batch_shape=x.shape,
+            dtype=x.dtype,
+            sparse=x.sparse,
+            name=layers[id(x)].name if id(x) in layers else x.name,
+        ),
+        model.input,
+    )
 
 
 def prune_low_magnitude(
@@ -88,7 +115,9 @@ def prune_low_magnitude(
     dropout, normalization, merges...) are copied as they are; layers with
     kernels of an unsupported type are copied unpruned, with a warning. The
     copy holds the model's current weights; the original model is not
-    changed. Compile the copy before training it.
+    changed. A compiled model's copy is compiled the same way, with a fresh
+    optimizer (so the schedule starts at step 0); compile it again to
+    change settings.
 
     Args:
         to_prune: A `keras.layers.Layer`, a list of layers, a
@@ -194,7 +223,8 @@ def strip_pruning(model):
     pruned weights are exactly `weight * mask`; other layers are copied
     with their weights. The result has the unpruned model's config, shares
     no variables with `model`, needs nothing from this library to load,
-    and has no optimizer (compile it to train further).
+    and, if `model` was compiled, is compiled the same way with a fresh
+    optimizer.
 
     Args:
         model: A pruned `keras.Sequential` or functional `keras.Model`, or

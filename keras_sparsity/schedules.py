@@ -119,6 +119,9 @@ class PruningSchedule(abc.ABC):
             self.get_config() == other.get_config()
         )
 
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(self.get_config().items()))))
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"

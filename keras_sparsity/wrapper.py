@@ -123,19 +123,6 @@ def _applying_optimizer():
     )
 
 
-def _optimizer_step(optimizer):
-    """(step, is_update): the schedule step, and whether weights move now.
-
-    With gradient accumulation the step counts real updates, not batches.
-    """
-    iterations = ops.cast(optimizer.iterations, "int32")
-    accumulation = optimizer.gradient_accumulation_steps
-    if not accumulation:
-        return iterations, ops.convert_to_tensor(True)
-    step = iterations // accumulation
-    return step, ops.equal((iterations + 1) % accumulation, 0)
-
-
 @ops.custom_gradient
 def _tie_mask(outputs, mask):
     """Identity on `outputs`; the mask's gradient is the mask itself."""
@@ -296,9 +283,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         falling schedule) it restarts from exactly zero.
         """
         mask = self.masks[index]
-        step, is_update = _optimizer_step(_applying_optimizer())
+        # With gradient accumulation `iterations` counts real updates.
+        step = ops.cast(_applying_optimizer().iterations, "int32")
         should_prune, sparsity = self.pruning_schedule(step)
-        should_prune = ops.logical_and(should_prune, is_update)
         current = ops.cast(ops.greater(mask.value, 0), "float32")
         masked = weight * ops.cast(current, weight.dtype)
         new_mask = ops.cond(

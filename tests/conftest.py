@@ -1,0 +1,108 @@
+"""Shared fixtures and assertions. `make test` runs the suite once per backend."""
+
+import os
+
+# Import torch before TensorFlow, as Keras' own conftest does (the other
+# order can segfault when both are loaded).
+if os.environ.get("KERAS_BACKEND") == "torch":
+    import torch  # noqa: F401
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_sparsity as sparsity
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def backend():
+    return keras.backend.backend()
+
+
+def to_numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def build_simple_dense_model():
+    """TFMOT's test model: Dense(8, relu) on 10 features, then Dense(5)."""
+    return keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(5),
+        ]
+    )
+
+
+def toy_data(input_shape=(10,), num_samples=32, num_classes=5, seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.rand(num_samples, *input_shape).astype("float32")
+    y = rng.randint(0, num_classes, num_samples)
+    return x, y
+
+
+def compile_model(model, optimizer="adam", **kwargs):
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **kwargs,
+    )
+    return model
+
+
+def sync(model):
+    """Writes JAX's in-flight training state back into the variables."""
+    if backend() == "jax" and hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
+
+
+def pruned_pairs(model):
+    """(wrapper, weight array, mask array) for every pruned weight."""
+    pairs = []
+    for wrapper in sparsity.callbacks.pruning_wrappers(model):
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+            pairs.append((wrapper, to_numpy(weight), to_numpy(mask)))
+    return pairs
+
+
+def expected_nonzeros(size, target):
+    """The library's rule: round(size * (1 - s)) in float32, at least 1."""
+    kept = np.round(np.float32(size) * (np.float32(1.0) - np.float32(target)))
+    return int(max(kept, 1))
+
+
+def assert_exact_sparsity(model, target):
+    """Every pruned weight keeps exactly its k weights, all others are 0."""
+    pairs = pruned_pairs(model)
+    assert pairs, "model has no pruned weights"
+    for wrapper, weight, mask in pairs:
+        assert set(np.unique(mask)) <= {0.0, 1.0}, wrapper.name
+        assert int(mask.sum()) == expected_nonzeros(weight.size, target), (
+            wrapper.name,
+            weight.shape,
+        )
+        np.testing.assert_array_equal(weight[mask == 0], 0.0)
+
+
+def assert_weights_follow_masks(model):
+    """Pruned positions are exactly zero in the variables right now."""
+    for wrapper, weight, mask in pruned_pairs(model):
+        assert np.all(weight[mask == 0] == 0.0), wrapper.name
+
+
+class CheckEveryBatch(keras.callbacks.Callback):
+    """Asserts after every optimizer step that pruned weights are zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.checked = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        sync(self.model)
+        assert_weights_follow_masks(self.model)
+        self.checked += 1

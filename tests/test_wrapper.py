@@ -1,0 +1,311 @@
+import keras
+import numpy as np
+import pytest
+from conftest import CheckEveryBatch
+from conftest import assert_exact_sparsity
+from conftest import build_simple_dense_model
+from conftest import compile_model
+from conftest import expected_nonzeros
+from conftest import pruned_pairs
+from conftest import to_numpy
+from conftest import toy_data
+
+import keras_sparsity as sparsity
+from keras_sparsity import PruneLowMagnitude
+
+L = keras.layers
+EVERY_STEP = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
+
+# (layer factory, input shape, number of pruned weights)
+LAYERS = [
+    (lambda: L.Dense(8), (6,), 1),
+    (lambda: L.Conv1D(4, 3), (10, 3), 1),
+    (lambda: L.Conv2D(4, 3), (8, 8, 3), 1),
+    (lambda: L.Conv3D(4, 3), (5, 5, 5, 2), 1),
+    (lambda: L.Conv2DTranspose(4, 3), (6, 6, 3), 1),
+    (lambda: L.Conv3DTranspose(4, 3), (4, 4, 4, 2), 1),
+    (lambda: L.DepthwiseConv2D(3, depth_multiplier=2), (8, 8, 3), 1),
+    (lambda: L.SeparableConv1D(4, 3), (10, 3), 2),
+    (lambda: L.SeparableConv2D(4, 3), (8, 8, 3), 2),
+]
+
+
+def one_layer_model(layer, input_shape):
+    inputs = keras.Input(input_shape)
+    x = sparsity.prune_low_magnitude(layer, pruning_schedule=EVERY_STEP)(
+        inputs
+    )
+    x = L.Flatten()(x)
+    outputs = L.Dense(5)(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("make_layer, input_shape, num_pruned", LAYERS)
+def test_every_supported_layer_reaches_exact_sparsity_after_fit(
+    make_layer, input_shape, num_pruned
+):
+    model = compile_model(one_layer_model(make_layer(), input_shape))
+    wrapper = model.layers[1]
+    assert len(wrapper.masks) == num_pruned
+    x, y = toy_data(input_shape, num_samples=16)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert_exact_sparsity(model, 0.5)
+
+
+def test_embedding_is_pruned():
+    model = keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            sparsity.prune_low_magnitude(
+                L.Embedding(10, 3), pruning_schedule=EVERY_STEP
+            ),
+            L.Flatten(),
+            L.Dense(5),
+        ]
+    )
+    compile_model(model)
+    x = np.random.RandomState(0).randint(0, 10, (16, 4))
+    y = np.random.RandomState(1).randint(0, 5, 16)
+    model.fit(x, y, batch_size=8, verbose=0)
+    assert_exact_sparsity(model, 0.5)
+
+
+@pytest.mark.parametrize(
+    "compile_kwargs",
+    [{}, {"jit_compile": False}, {"run_eagerly": True}],
+    ids=["default", "no_jit", "eager"],
+)
+def test_pruned_weights_are_zero_after_every_batch(compile_kwargs):
+    schedule = sparsity.PolynomialDecay(0.3, 0.9, 0, 6, frequency=2)
+    model = sparsity.prune_low_magnitude(
+        build_simple_dense_model(), pruning_schedule=schedule
+    )
+    compile_model(model, **compile_kwargs)
+    check = CheckEveryBatch()
+    x, y = toy_data(num_samples=64)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[check])
+    assert check.checked == 8
+    assert_exact_sparsity(model, 0.9)
+
+
+def test_masks_follow_the_schedule_step_by_step():
+    # TFMOT's conditional-update case: sparsity from a table, every step.
+    table = [0.0, 0.1, 0.1, 0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5]
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class Table(sparsity.PruningSchedule):
+        def __call__(self, step):
+            value = keras.ops.take(
+                keras.ops.convert_to_tensor(table, "float32"),
+                keras.ops.minimum(step, len(table) - 1),
+            )
+            return keras.ops.greater_equal(step, 0), value
+
+        def get_config(self):
+            return {}
+
+    model = keras.Sequential(
+        [keras.Input((10,)),
+         sparsity.prune_low_magnitude(L.Dense(10), pruning_schedule=Table()),
+         L.Dense(5)]
+    )
+    compile_model(model, optimizer=keras.optimizers.SGD(0.1))
+    x, y = toy_data(num_samples=len(table))
+    counts = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if keras.backend.backend() == "jax":
+                self.model.jax_state_sync()
+            counts.append(int(np.count_nonzero(pruned_pairs(model)[0][1])))
+
+    model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[Count()])
+    assert counts == [100, 90, 90, 70, 70, 50, 50, 50, 50, 50]
+
+
+def test_default_frequency_prunes_with_few_batches():
+    # TFMOT's per-layer counter starts at 1: frequency=100 and 3 batches
+    # never prune there (issues #973, #975). Step 0 is a pruning step here.
+    model = sparsity.prune_low_magnitude(
+        build_simple_dense_model(),
+        pruning_schedule=sparsity.ConstantSparsity(0.5, begin_step=0),
+    )
+    compile_model(model)
+    x, y = toy_data(num_samples=24)
+    model.fit(x, y, batch_size=8, verbose=0)
+    assert_exact_sparsity(model, 0.5)
+
+
+def test_shared_layer_counts_one_step_per_batch():
+    schedule = sparsity.ConstantSparsity(0.5, begin_step=2, frequency=100)
+    shared = sparsity.prune_low_magnitude(L.Dense(8), pruning_schedule=schedule)
+    a, b = keras.Input((10,)), keras.Input((10,))
+    merged = L.Concatenate()([shared(a), shared(b)])
+    model = compile_model(keras.Model([a, b], L.Dense(5)(merged)))
+    x, y = toy_data(num_samples=16)
+    model.fit([x, x], y, batch_size=8, epochs=1, verbose=0)  # steps 0, 1
+    assert np.count_nonzero(pruned_pairs(model)[0][1]) == 80
+    model.fit([x[:8], x[:8]], y[:8], batch_size=8, verbose=0)  # step 2
+    assert_exact_sparsity(model, 0.5)
+    mask = pruned_pairs(model)[0][2]
+    assert set(np.unique(mask)) == {0.0, 1.0}
+
+
+def test_zero_sparsity_trains_exactly_like_the_dense_model():
+    dense = build_simple_dense_model()
+    pruned = sparsity.prune_low_magnitude(
+        dense, pruning_schedule=sparsity.ConstantSparsity(0.0, 0, frequency=1)
+    )
+    compile_model(dense)
+    compile_model(pruned)
+    x, y = toy_data(num_samples=32)
+    dense.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    pruned.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    final = sparsity.strip_pruning(pruned)
+    for a, b in zip(dense.get_weights(), final.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_extreme_sparsity_keeps_exactly_one_weight():
+    model = sparsity.prune_low_magnitude(
+        build_simple_dense_model(),
+        pruning_schedule=sparsity.ConstantSparsity(0.99, 0, frequency=1),
+    )
+    compile_model(model)
+    x, y = toy_data(num_samples=8)
+    model.fit(x, y, batch_size=8, verbose=0)
+    assert [int(np.count_nonzero(w)) for _, w, _ in pruned_pairs(model)] == [
+        1, 1,
+    ]
+
+
+def test_gradient_accumulation_counts_updates_not_batches():
+    # Two batches make one update; step 1 (pruning) is batches 3 and 4.
+    schedule = sparsity.ConstantSparsity(0.5, begin_step=1, end_step=1)
+    model = sparsity.prune_low_magnitude(
+        build_simple_dense_model(), pruning_schedule=schedule
+    )
+    compile_model(
+        model, optimizer=keras.optimizers.Adam(gradient_accumulation_steps=2)
+    )
+    x, y = toy_data(num_samples=32)
+    model.fit(x[:16], y[:16], batch_size=8, verbose=0)
+    assert int(np.count_nonzero(pruned_pairs(model)[0][2] == 0)) == 0
+    model.fit(x[16:], y[16:], batch_size=8, verbose=0)
+    assert int(to_numpy(model.optimizer.iterations)) == 2
+    assert_exact_sparsity(model, 0.5)
+
+
+def test_wrapper_names_and_masks():
+    wrapper = PruneLowMagnitude(L.Dense(3, name="dense_a"))
+    assert wrapper.name == "prune_low_magnitude_dense_a"
+    assert PruneLowMagnitude(L.Dense(3), name="mine").name == "mine"
+    wrapper.build((None, 4))
+    assert [m.shape for m in wrapper.masks] == [(4, 3)]
+    assert wrapper.pruned_weights[0] is wrapper.layer.kernel
+    np.testing.assert_array_equal(to_numpy(wrapper.masks[0]), 1.0)
+
+
+def test_subclass_of_dense_and_prunable_layer_are_accepted():
+    class MyDense(L.Dense):
+        pass
+
+    class PrunedBias(L.Dense, sparsity.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.kernel, self.bias]
+
+    assert len(_built(PruneLowMagnitude(MyDense(3))).masks) == 1
+    assert len(_built(PruneLowMagnitude(PrunedBias(3))).masks) == 2
+
+
+def test_layer_without_kernel_is_wrapped_with_no_masks():
+    wrapper = _built(PruneLowMagnitude(L.Dropout(0.5)))
+    assert wrapper.masks == []
+
+
+def _built(wrapper):
+    wrapper.build((None, 4))
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(block_pooling_type="MIN"), ValueError, "Unsupported pooling"),
+        (dict(block_size=(1, 2, 3)), ValueError, "block_size"),
+        (dict(block_size=(0, 1)), ValueError, "block_size"),
+        (dict(block_size=(1.0, 2)), ValueError, "block_size"),
+        (dict(sparsity_m_by_n=(2.0, 4)), ValueError, "sparsity_m_by_n"),
+        (dict(sparsity_m_by_n="ab"), ValueError, "sparsity_m_by_n"),
+        (dict(sparsity_m_by_n=(4, 4)), ValueError, "0 < m < n"),
+        (dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)), ValueError,
+         "cannot be combined"),
+        (dict(pruning_schedule=0.5), TypeError, "pruning_schedule"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PruneLowMagnitude(L.Dense(3), **kwargs)
+
+
+def test_bad_layers_are_rejected():
+    with pytest.raises(ValueError, match="already pruned"):
+        PruneLowMagnitude(PruneLowMagnitude(L.Dense(3)))
+    with pytest.raises(ValueError, match="keras.layers.Layer"):
+        PruneLowMagnitude("dense")
+    with pytest.raises(ValueError, match="LSTM is not supported"):
+        PruneLowMagnitude(L.LSTM(3))
+
+    class Custom(L.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 2))
+
+    with pytest.raises(ValueError, match="PrunableLayer"):
+        PruneLowMagnitude(Custom())
+
+
+def test_constraint_outside_an_optimizer_step_is_an_error():
+    wrapper = _built(PruneLowMagnitude(L.Dense(3)))
+    kernel = wrapper.layer.kernel
+    with pytest.raises(RuntimeError, match="optimizer"):
+        kernel.constraint(kernel)
+
+
+def test_user_constraint_still_applies():
+    layer = L.Dense(8, kernel_constraint=keras.constraints.NonNeg())
+    model = keras.Sequential(
+        [keras.Input((10,)),
+         sparsity.prune_low_magnitude(layer, pruning_schedule=EVERY_STEP),
+         L.Dense(5)]
+    )
+    compile_model(model, optimizer=keras.optimizers.SGD(1.0))
+    x, y = toy_data(num_samples=16)
+    model.fit(x, y, batch_size=8, verbose=0)
+    kernel = to_numpy(layer.kernel)
+    assert kernel.min() >= 0.0
+    assert_exact_sparsity(model, 0.5)
+
+
+def test_config_round_trip_keeps_every_argument():
+    wrapper = PruneLowMagnitude(
+        L.Dense(3),
+        pruning_schedule=sparsity.PolynomialDecay(0.1, 0.7, 2, 20),
+        block_size=(1, 2),
+        block_pooling_type="MAX",
+        name="w",
+    )
+    restored = PruneLowMagnitude.from_config(wrapper.get_config())
+    assert restored.pruning_schedule == wrapper.pruning_schedule
+    assert restored.block_size == (1, 2)
+    assert restored.block_pooling_type == "MAX"
+    assert restored.name == "w"
+    nm = PruneLowMagnitude(L.Dense(3), sparsity_m_by_n=(2, 4))
+    assert PruneLowMagnitude.from_config(nm.get_config()).sparsity_m_by_n == (
+        2, 4,
+    )
+
+
+def test_expected_nonzeros_rule():
+    assert expected_nonzeros(6, 0.25) == 4
+    assert expected_nonzeros(10, 0.15) == 8
+    assert expected_nonzeros(2, 0.75) == 1
