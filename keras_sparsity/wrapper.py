@@ -28,9 +28,6 @@ from keras_sparsity import registry
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PruningSchedule
 
-POOLING_TYPES = ("AVG", "MAX")
-
-
 def check_pruning_params(
     pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
 ):
@@ -56,7 +53,7 @@ def check_pruning_params(
             "Argument `block_size` must hold two integers >= 1, e.g. (1, 4). "
             f"Received: block_size={block_size}"
         )
-    if block_pooling_type not in POOLING_TYPES:
+    if block_pooling_type not in mask_math.POOLING_TYPES:
         raise ValueError(
             f"Unsupported pooling type {block_pooling_type!r}. Should be "
             f"'AVG' or 'MAX'. Received: block_pooling_type="

@@ -1,0 +1,509 @@
+"""Mask math: TFMOT's literal cases, exact counts, NumPy references, jit.
+
+Every mask is checked eagerly with a Python sparsity and compiled (`jax.jit`,
+`tf.function(jit_compile=True)`; torch runs eagerly) with the sparsity passed
+as a traced float32 tensor; both must give the same mask bit for bit.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sparsity import masks
+
+
+def tensor(values):
+    return ops.convert_to_tensor(np.asarray(values, dtype="float32"))
+
+
+def compiled(fn):
+    """`fn(weights, sparsity)` compiled as a backend's train step would be."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def masks_eager_and_compiled(fn, weights, sparsities):
+    """The masks of `fn` at each sparsity; asserts eager == compiled."""
+    weights = tensor(weights)
+    fast = compiled(fn)
+    results = []
+    for target in sparsities:
+        eager = ops.convert_to_numpy(fn(weights, target))
+        traced = ops.convert_to_numpy(
+            fast(weights, ops.convert_to_tensor(target, "float32"))
+        )
+        assert eager.dtype == np.float32
+        assert eager.shape == tuple(weights.shape)
+        np.testing.assert_array_equal(eager, traced, err_msg=f"s={target}")
+        results.append(eager)
+    return results
+
+
+def mask_of(fn, weights, target):
+    (mask,) = masks_eager_and_compiled(fn, weights, [target])
+    return mask
+
+
+def random_weights(shape, seed, kind):
+    """Normal values, or small integers so that ties are everywhere."""
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        return rng.integers(-3, 4, size=shape).astype("float32")
+    return rng.standard_normal(shape).astype("float32")
+
+
+# NumPy references: stable argsort, so ties go to the lowest flat index.
+
+
+def reference_keep_count(size, target):
+    kept = np.round(np.float32(size) * (np.float32(1.0) - np.float32(target)))
+    return int(np.clip(kept, 1, size))
+
+
+def reference_top_k(scores, k):
+    order = np.argsort(-scores.ravel(), kind="stable")
+    mask = np.zeros(scores.size, "float32")
+    mask[order[:k]] = 1.0
+    return mask.reshape(scores.shape)
+
+
+def reference_magnitude_mask(weights, target):
+    return reference_top_k(
+        np.abs(weights), reference_keep_count(weights.size, target)
+    )
+
+
+def reference_block_mask(weights, target, block_size, pooling):
+    rows = math.prod(weights.shape[:-1])
+    cols = weights.shape[-1]
+    block_rows, block_cols = block_size
+    matrix = np.abs(weights).reshape(rows, cols)
+    pooled = np.zeros(
+        (-(-rows // block_rows), -(-cols // block_cols)), "float32"
+    )
+    for i in range(pooled.shape[0]):
+        for j in range(pooled.shape[1]):
+            block = matrix[
+                i * block_rows : (i + 1) * block_rows,
+                j * block_cols : (j + 1) * block_cols,
+            ]
+            pooled[i, j] = block.max() if pooling == "MAX" else block.mean()
+    kept = reference_top_k(pooled, reference_keep_count(pooled.size, target))
+    expanded = np.kron(kept, np.ones(block_size, "float32"))
+    return expanded[:rows, :cols].reshape(weights.shape)
+
+
+def reference_m_by_n_mask(weights, target, m_by_n):
+    """Per group: its removed positions and cost; then the cheapest groups."""
+    num_zeros, group_size = m_by_n
+    size_in, size_out = weights.shape[-2:]
+    magnitudes = np.abs(weights).reshape(-1, size_in, size_out)
+    groups = []
+    for outer in range(magnitudes.shape[0]):
+        for start in range(0, size_in, group_size):
+            for col in range(size_out):
+                rows = np.arange(start, min(start + group_size, size_in))
+                values = magnitudes[outer, rows, col]
+                order = np.argsort(-values, kind="stable")
+                removed = rows[order[group_size - num_zeros :]]
+                cost = np.float32(magnitudes[outer, removed, col].sum())
+                groups.append((cost, outer, removed, col))
+    share = min(
+        np.float32(1.0),
+        np.float32(target) * np.float32(group_size) / np.float32(num_zeros),
+    )
+    num_sparse = int(np.round(np.float32(len(groups)) * share))
+    cheapest = sorted(range(len(groups)), key=lambda i: (groups[i][0], i))
+    mask = np.ones_like(magnitudes)
+    for index in cheapest[:num_sparse]:
+        _, outer, removed, col = groups[index]
+        mask[outer, removed, col] = 0.0
+    return mask.reshape(weights.shape)
+
+
+def m_by_n_groups(mask, group_size):
+    """`(num_groups, group_size)` view of a mask whose inputs divide evenly."""
+    size_in, size_out = mask.shape[-2:]
+    grouped = mask.reshape(-1, size_in // group_size, group_size, size_out)
+    return np.moveaxis(grouped, 2, -1).reshape(-1, group_size)
+
+
+# keep_count and magnitude_mask
+
+
+@pytest.mark.parametrize(
+    "size, target, expected",
+    [
+        (10, 0.2, 8),
+        (10, 0.25, 8),  # 7.5 rounds to even
+        (10, 0.15, 8),  # 1 - 0.15 is 0.84999996 in float32
+        (6, 0.25, 4),  # 4.5 rounds to even
+        (2, 0.75, 1),  # 0.5 -> 0, then at least one
+        (100, 0.9999, 1),
+        (10, 0.0, 10),
+        (7, 1.0, 1),
+        (7, -0.5, 7),
+    ],
+)
+def test_keep_count_rounds_half_to_even_in_float32(size, target, expected):
+    assert int(masks.keep_count(size, target)) == expected
+    as_tensor = masks.keep_count(size, ops.convert_to_tensor(target, "float32"))
+    assert int(as_tensor) == expected
+
+
+@pytest.mark.parametrize(
+    "weights, target, expected",
+    [
+        (np.arange(1, 11), 0.2, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]),
+        (np.arange(1, 11), 0.25, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]),
+        (np.arange(1, 11), 0.15, [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]),
+        ([1, 2, 3, 4, 5, 6], 0.25, [0, 0, 1, 1, 1, 1]),
+        ([3, -4], 0.75, [0, 1]),
+        # TFMOT keeps every weight tied with the threshold; exact-k keeps
+        # the tied ones with the lowest index.
+        ([1, 1, 1, 1, 2, 2], 0.5, [1, 0, 0, 0, 1, 1]),
+        ([5, 5, 5, 5], 0.75, [1, 0, 0, 0]),
+        ([0, 0, 0, 1], 0.5, [1, 0, 0, 1]),
+        ([3, -3, 1, 2], 0.5, [1, 1, 0, 0]),
+        ([-5, 1, -2, 4], 0.5, [1, 0, 0, 1]),
+        ([-5, 1, -2, 4], 0.0, [1, 1, 1, 1]),
+        ([[1, 2], [3, 4]], 0.5, [[0, 0], [1, 1]]),
+    ],
+)
+def test_magnitude_mask_matches_tfmot_cases_with_exact_k(
+    weights, target, expected
+):
+    mask = mask_of(masks.magnitude_mask, weights, target)
+    np.testing.assert_array_equal(mask, np.asarray(expected, "float32"))
+
+
+def test_magnitude_mask_leaves_one_survivor_at_extreme_sparsity():
+    weights = np.linspace(1, 100, 100)
+    mask = mask_of(masks.magnitude_mask, weights, 0.9999)
+    np.testing.assert_array_equal(np.flatnonzero(mask), [99])
+
+
+def test_magnitude_mask_ranks_a_conv_kernel_as_a_whole():
+    weights = (np.arange(18) - 9).reshape(3, 3, 1, 2)
+    mask = mask_of(masks.magnitude_mask, weights, 0.5)
+    np.testing.assert_array_equal(mask, np.abs(weights) >= 5)
+
+
+@pytest.mark.parametrize("seed, kind", [(0, "normal"), (1, "ties")])
+@pytest.mark.parametrize("shape", [(7,), (4, 6), (2, 2, 3, 4)])
+def test_magnitude_mask_is_exact_nested_and_matches_numpy(shape, seed, kind):
+    weights = random_weights(shape, seed, kind)
+    targets = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+    results = masks_eager_and_compiled(masks.magnitude_mask, weights, targets)
+    previous = np.ones(shape, "float32")
+    for target, mask in zip(targets, results):
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        assert mask.sum() == reference_keep_count(weights.size, target)
+        assert np.all(mask <= previous), f"not nested at s={target}"
+        np.testing.assert_array_equal(
+            mask, reference_magnitude_mask(weights, target)
+        )
+        previous = mask
+
+
+def test_top_k_mask_breaks_ties_by_lowest_flat_index():
+    scores = tensor([[2, 1, 2], [1, 2, 1]])
+    mask = ops.convert_to_numpy(masks.top_k_mask(scores, 4))
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 1, 0]])
+
+
+# block_mask
+
+
+@pytest.mark.parametrize(
+    "weights, block_size, pooling, expected",
+    [
+        (
+            [[.1, .1, .2, .2], [.1, .1, .2, .2], [.3, .3, .4, .4],
+             [.3, .3, .4, .4]],
+            (2, 2),
+            "AVG",
+            [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]],
+        ),
+        (
+            [[.1, 0, .2, 0], [0, -.1, 0, -.2], [.3, 0, .4, 0],
+             [0, -.3, 0, -.4]],
+            (2, 2),
+            "MAX",
+            [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]],
+        ),
+        (
+            np.arange(1, 16).reshape(3, 5),
+            (2, 2),
+            "AVG",
+            [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]],
+        ),
+        (
+            np.arange(1, 16).reshape(3, 5),
+            (2, 2),
+            "MAX",
+            [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]],
+        ),
+        (
+            [[1, 2, 10, 1], [5, 5, 0, 3]],
+            (1, 2),
+            "AVG",
+            [[0, 0, 1, 1], [1, 1, 0, 0]],
+        ),
+        (
+            [[1, 9], [2, 0], [7, 1], [1, 1]],
+            (2, 1),
+            "AVG",
+            [[0, 1], [0, 1], [1, 0], [1, 0]],
+        ),
+    ],
+)
+def test_block_mask_matches_tfmot_cases(weights, block_size, pooling, expected):
+    def fn(w, s):
+        return masks.block_mask(w, s, block_size, pooling)
+
+    mask = mask_of(fn, weights, 0.5)
+    np.testing.assert_array_equal(mask, np.asarray(expected, "float32"))
+
+
+def test_block_mask_averages_edge_blocks_over_real_weights_only():
+    # Blocks (1, 2): [4, 4] averages 4, the edge block [5] averages 5. Zero
+    # padding would average it to 2.5 and keep [4, 4] instead.
+    mask = mask_of(
+        lambda w, s: masks.block_mask(w, s, (1, 2), "AVG"), [[4, 4, 5]], 0.5
+    )
+    np.testing.assert_array_equal(mask, [[0, 0, 1]])
+
+
+def test_block_mask_views_a_conv_kernel_with_rows_along_input_channels():
+    # (kh, kw, cin, cout) = (1, 2, 2, 1): rows are (kw, cin) in row-major
+    # order, so a (2, 1) block holds both input channels of one tap.
+    weights = np.asarray([1, 1, 5, 5], "float32").reshape(1, 2, 2, 1)
+    mask = mask_of(
+        lambda w, s: masks.block_mask(w, s, (2, 1), "AVG"), weights, 0.5
+    )
+    np.testing.assert_array_equal(mask.ravel(), [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "shape, kind, block_size, pooling",
+    [
+        ((4, 6), "ties", (2, 2), "AVG"),
+        ((4, 6), "ties", (1, 2), "MAX"),
+        ((5, 7), "normal", (2, 3), "AVG"),
+        ((5, 7), "ties", (3, 1), "MAX"),
+        ((2, 3, 4, 5), "ties", (3, 2), "AVG"),
+    ],
+)
+def test_block_mask_keeps_exact_blocks_and_matches_numpy(
+    shape, kind, block_size, pooling
+):
+    weights = random_weights(shape, 0, kind)
+    targets = [0.0, 0.3, 0.5, 0.8]
+
+    def fn(w, s):
+        return masks.block_mask(w, s, block_size, pooling)
+
+    rows = math.prod(shape[:-1])
+    num_blocks = -(-rows // block_size[0]) * -(-shape[-1] // block_size[1])
+    results = masks_eager_and_compiled(fn, weights, targets)
+    for target, mask in zip(targets, results):
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        expected = reference_block_mask(weights, target, block_size, pooling)
+        np.testing.assert_array_equal(mask, expected, err_msg=f"s={target}")
+        padded = np.pad(
+            mask.reshape(rows, shape[-1]),
+            ((0, -rows % block_size[0]), (0, -shape[-1] % block_size[1])),
+            constant_values=-1,
+        )
+        blocks = padded.reshape(
+            padded.shape[0] // block_size[0], block_size[0],
+            padded.shape[1] // block_size[1], block_size[1],
+        )
+        kept = blocks.max(axis=(1, 3))
+        assert kept.sum() == reference_keep_count(num_blocks, target)
+
+
+def test_block_mask_rejects_an_unknown_pooling_type():
+    with pytest.raises(ValueError, match="pooling='MIN'"):
+        masks.block_mask(tensor([[1, 2], [3, 4]]), 0.5, (1, 2), "MIN")
+
+
+# m_by_n_mask
+
+
+@pytest.mark.parametrize(
+    "weights, m_by_n, expected",
+    [
+        (
+            [[.74, .68], [-.89, -.45], [-1.68, 1.24], [.31, -.6]],
+            (2, 4),
+            [[0, 1], [1, 0], [1, 1], [0, 0]],
+        ),
+        (
+            [[1], [8], [3], [2], [5], [0], [7], [6]],
+            (2, 4),
+            [[0], [1], [1], [0], [0], [0], [1], [1]],
+        ),
+        ([[1], [2], [3], [4], [5]], (2, 4), [[0], [0], [1], [1], [1]]),
+        ([[1], [1], [1], [1]], (2, 4), [[1], [1], [0], [0]]),
+        (
+            [[1.92, -.21], [-.19, .57], [1.1, -.42]],
+            (2, 4),
+            [[1, 0], [0, 1], [1, 1]],
+        ),
+        (
+            [[[[-.36, -.77], [-.43, -.18], [.12, 1.36], [.77, .96]]]],
+            (2, 4),
+            [[[[0, 0], [1, 0], [0, 1], [1, 1]]]],
+        ),
+        (
+            [[[[-.36, -.77], [-.43, -.18], [.12, 1.36], [.77, .96]]]],
+            (1, 2),
+            [[[[0, 1], [1, 0], [0, 1], [1, 0]]]],
+        ),
+        (
+            [[[[-.37, 1.85], [.82, .07], [1.17, .5]]]],
+            (2, 4),
+            [[[[0, 1], [1, 0], [1, 1]]]],
+        ),
+    ],
+)
+def test_m_by_n_mask_matches_tfmot_cases_at_full_sparsity(
+    weights, m_by_n, expected
+):
+    def fn(w, s):
+        return masks.m_by_n_mask(w, s, m_by_n)
+
+    for mask in masks_eager_and_compiled(fn, weights, [0.5, 0.9]):
+        np.testing.assert_array_equal(mask, np.asarray(expected, "float32"))
+
+
+def test_m_by_n_mask_is_dense_at_zero_sparsity():
+    mask = mask_of(
+        lambda w, s: masks.m_by_n_mask(w, s, (2, 4)),
+        random_weights((3, 8, 2), 0, "normal"),
+        0.0,
+    )
+    np.testing.assert_array_equal(mask, 1.0)
+
+
+@pytest.mark.parametrize(
+    "weights, expected",
+    [
+        # Costs 3 and 11 (the two smallest of each group): the second,
+        # cheaper group is pruned first.
+        ([5, 6, 7, 8, 1, 2, 3, 4], [1, 1, 1, 1, 0, 0, 1, 1]),
+        # Equal costs: the lowest group index goes first.
+        ([1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 1, 1, 1, 1]),
+    ],
+)
+def test_m_by_n_mask_prunes_cheapest_group_first(weights, expected):
+    weights = np.asarray(weights, "float32").reshape(8, 1)
+    mask = mask_of(lambda w, s: masks.m_by_n_mask(w, s, (2, 4)), weights, 0.25)
+    np.testing.assert_array_equal(mask.ravel(), expected)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties"])
+@pytest.mark.parametrize(
+    "shape, m_by_n",
+    [((8, 6), (2, 4)), ((8, 6), (1, 2)), ((2, 3, 8, 4), (3, 8))],
+)
+def test_m_by_n_mask_ramps_groups_from_dense_to_m_by_n(shape, m_by_n, kind):
+    num_zeros, group_size = m_by_n
+    weights = random_weights(shape, 0, kind)
+    num_groups = weights.size // group_size
+    half_target = num_zeros / group_size / 2
+    targets = [0.0, half_target, num_zeros / group_size, 0.95]
+
+    def fn(w, s):
+        return masks.m_by_n_mask(w, s, m_by_n)
+
+    results = masks_eager_and_compiled(fn, weights, targets)
+    for target, mask in zip(targets, results):
+        np.testing.assert_array_equal(
+            mask, reference_m_by_n_mask(weights, target, m_by_n)
+        )
+    dense, half, full, beyond = (m_by_n_groups(m, group_size) for m in results)
+    assert np.all(dense == 1.0)
+    kept_per_group = half.sum(axis=1)
+    assert set(kept_per_group) <= {group_size, group_size - num_zeros}
+    num_sparse = int((kept_per_group == group_size - num_zeros).sum())
+    assert num_sparse == round(num_groups / 2)
+    assert np.all(full.sum(axis=1) == group_size - num_zeros)
+    np.testing.assert_array_equal(beyond, full)
+
+
+@pytest.mark.parametrize(
+    "shape, m_by_n",
+    [((7, 3), (2, 4)), ((7, 3), (3, 4)), ((5, 1), (1, 2)), ((2, 9, 2), (2, 4)),
+     ((1, 3), (2, 4))],
+)
+def test_m_by_n_mask_keeps_n_minus_m_per_group_with_partial_groups(
+    shape, m_by_n
+):
+    num_zeros, group_size = m_by_n
+    weights = random_weights(shape, 1, "ties")
+    mask = mask_of(lambda w, s: masks.m_by_n_mask(w, s, m_by_n), weights, 0.9)
+    np.testing.assert_array_equal(
+        mask, reference_m_by_n_mask(weights, 0.9, m_by_n)
+    )
+    size_in = shape[-2]
+    columns = mask.reshape(-1, size_in, shape[-1])
+    for start in range(0, size_in, group_size):
+        real = min(group_size, size_in - start)
+        kept = columns[:, start : start + group_size, :].sum(axis=1)
+        assert np.all(kept == min(real, group_size - num_zeros))
+
+
+def test_m_by_n_mask_rejects_a_rank_one_weight():
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        masks.m_by_n_mask(tensor([1, 2, 3, 4]), 0.5, (2, 4))
+
+
+# check_pattern_fits
+
+
+@pytest.mark.parametrize(
+    "shape, block_size, m_by_n",
+    [
+        ((4, 6), (4, 6), None),
+        ((3, 3, 2, 8), (18, 1), None),
+        ((5,), (1, 5), None),
+        ((4, 2), (1, 1), (2, 4)),
+        ((3, 3, 1, 2), (1, 1), (3, 4)),
+    ],
+)
+def test_check_pattern_fits_accepts_patterns_that_fit(
+    shape, block_size, m_by_n
+):
+    masks.check_pattern_fits(shape, block_size, m_by_n)
+
+
+@pytest.mark.parametrize(
+    "shape, block_size, m_by_n, message",
+    [
+        ((4, 6), (5, 1), None, r"\(4, 6\).*Received: block_size=\(5, 1\)$"),
+        ((4, 6), (1, 7), None, r"at most \(4, 6\)"),
+        ((3, 3, 2, 8), (1, 9), None, r"18x8"),
+        ((5,), (2, 1), None, r"Received: block_size=\(2, 1\)$"),
+        ((8,), (1, 1), (2, 4), r"\(8,\).*Received: sparsity_m_by_n=\(2, 4\)$"),
+        ((), (1, 1), (1, 2), r"shape \(\)"),
+    ],
+)
+def test_check_pattern_fits_names_shape_and_argument(
+    shape, block_size, m_by_n, message
+):
+    with pytest.raises(ValueError, match=message):
+        masks.check_pattern_fits(shape, block_size, m_by_n)
