@@ -8,6 +8,7 @@ from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.prune import prune_low_magnitude
 from keras_sparsity.prune import prune_scope
 from keras_sparsity.prune import strip_pruning
+from keras_sparsity.prune import unpruned_layers
 from keras_sparsity.registry import PrunableLayer
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
@@ -24,4 +25,5 @@ __all__ = [
     "prune_low_magnitude",
     "prune_scope",
     "strip_pruning",
+    "unpruned_layers",
 ]

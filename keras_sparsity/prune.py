@@ -99,6 +99,8 @@ def prune_low_magnitude(
     block_pooling_type="AVG",
     pruning_policy=None,
     sparsity_m_by_n=None,
+    *,
+    strict=False,
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model for magnitude pruning.
@@ -113,7 +115,8 @@ def prune_low_magnitude(
     included) a pruned copy is returned: every layer with prunable kernels
     is wrapped in `PruneLowMagnitude`; layers without kernels (pooling,
     dropout, normalization, merges...) are copied as they are; layers with
-    kernels of an unsupported type are copied unpruned, with a warning. The
+    kernels of an unsupported type are copied unpruned, with a warning
+    (`unpruned_layers(model)` lists them), or raise with `strict=True`. The
     copy holds the model's current weights; the original model is not
     changed. A compiled model's copy is compiled the same way, with a fresh
     optimizer (so the schedule starts at step 0); compile it again to
@@ -132,6 +135,8 @@ def prune_low_magnitude(
             `ensure_model_supports_pruning(model)`; only for models.
         sparsity_m_by_n: `None` or `(m, n)`: m zeros in every n consecutive
             weights along each kernel's input axis.
+        strict: If True, a layer with kernels of an unsupported type in a
+            model is an error instead of a warning.
         **kwargs: Passed to each `PruneLowMagnitude` (layers only).
 
     Returns:
@@ -160,7 +165,7 @@ def prune_low_magnitude(
         _check_graph_model(to_prune, "to_prune")
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        return _prune_model(to_prune, params, pruning_policy)
+        return _prune_model(to_prune, params, pruning_policy, strict)
     if pruning_policy is not None:
         raise ValueError(
             "Argument `pruning_policy` applies to whole models only; to "
@@ -187,7 +192,13 @@ def prune_low_magnitude(
     )
 
 
-def _prune_model(model, params, policy):
+def _prune_model(model, params, policy, strict):
+    if strict:
+        for layer in model._flatten_layers(include_self=False):
+            if not isinstance(layer, keras.Model) and not isinstance(
+                layer, PruneLowMagnitude
+            ):
+                check_layer(layer)
     skipped = []
 
     def clone_layer(layer):
@@ -214,6 +225,32 @@ def _prune_model(model, params, policy):
             stacklevel=3,
         )
     return pruned
+
+
+def unpruned_layers(model):
+    """Layers of `model` that hold kernels but are not pruned.
+
+    Lists the layers `prune_low_magnitude` skipped (unsupported types) and
+    those a `pruning_policy` excluded; nested models are searched too.
+
+    Example: `print([l.name for l in sparsity.unpruned_layers(pruned)])`
+    """
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if not isinstance(layer, (keras.Model, PruneLowMagnitude))
+        and not _inside_wrapper(layer, model)
+        and not registry.has_nothing_to_prune(layer)
+    ]
+
+
+def _inside_wrapper(layer, model):
+    return any(
+        layer is inner
+        for wrapper in model._flatten_layers(include_self=False)
+        if isinstance(wrapper, PruneLowMagnitude)
+        for inner in wrapper._flatten_layers(include_self=False)
+    )
 
 
 def strip_pruning(model):

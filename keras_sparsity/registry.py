@@ -12,17 +12,6 @@ import keras
 
 L = keras.layers
 
-# Layer types and the attributes that hold their prunable kernels. Biases,
-# normalization scales and other vectors are never pruned.
-_KERNEL_ATTRIBUTES = (
-    ((L.SeparableConv1D, L.SeparableConv2D), ("depthwise_kernel",
-                                              "pointwise_kernel")),
-    ((L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
-      L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D,
-      L.DepthwiseConv2D), ("kernel",)),
-    ((L.Embedding,), ("embeddings",)),
-)
-
 # Built-in layers that hold no kernel, recognised even before they are built.
 _NOTHING_TO_PRUNE = (
     L.InputLayer, L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax,
@@ -72,11 +61,41 @@ def _declares_weights(layer):
     )
 
 
+_KERNEL_LAYERS = (
+    L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
+    L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D,
+    L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D, L.Embedding,
+    L.EinsumDense, L.MultiHeadAttention,
+)
+_RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
+_CONV_RNNS = (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D)
+
+
 def is_prunable(layer):
-    """True when the layer has kernels this library knows how to prune."""
-    return _declares_weights(layer) or any(
-        isinstance(layer, types) for types, _ in _KERNEL_ATTRIBUTES
-    )
+    """True when the layer has kernels this library knows how to prune.
+
+    Decided from the layer's type (and its cells or wrapped layers), so it
+    works before the layer is built.
+    """
+    if _declares_weights(layer) or isinstance(layer, _KERNEL_LAYERS + _CONV_RNNS):
+        return True
+    if isinstance(layer, L.Bidirectional):
+        return is_prunable(layer.forward_layer) and is_prunable(
+            layer.backward_layer
+        )
+    if isinstance(layer, L.TimeDistributed):
+        return is_prunable(layer.layer)
+    if isinstance(layer, L.RNN):
+        return _is_prunable_cell(layer.cell)
+    return False
+
+
+def _is_prunable_cell(cell):
+    if isinstance(cell, L.StackedRNNCells):
+        return all(_is_prunable_cell(c) for c in cell.cells)
+    if isinstance(cell, (list, tuple)):
+        return all(_is_prunable_cell(c) for c in cell)
+    return _declares_weights(cell) or isinstance(cell, _RNN_CELLS)
 
 
 def has_nothing_to_prune(layer):
@@ -92,23 +111,113 @@ def has_nothing_to_prune(layer):
     return all(len(w.shape) < 2 for w in layer.weights)
 
 
+class PrunedWeight:
+    """A variable to mask, and which of its axes are reduction (input) axes.
+
+    Block and N:M patterns read the weight as a (reduction, output) matrix:
+    N:M groups run along the last reduction axis, and block rows along the
+    flattened reduction axes.
+    """
+
+    def __init__(self, variable, reduction_axes):
+        self.variable = variable
+        self.reduction_axes = tuple(reduction_axes)
+
+    @property
+    def permutation(self):
+        """Axes order that puts the reduction axes first, in order."""
+        rest = [a for a in range(len(self.variable.shape))
+                if a not in self.reduction_axes]
+        return self.reduction_axes + tuple(rest)
+
+
+def _all_but_last(variable):
+    return range(len(variable.shape) - 1)
+
+
 def prunable_weights(layer):
-    """The variables of a built, prunable layer that get masks, in order."""
+    """The `PrunedWeight`s of a built, prunable layer, in a fixed order.
+
+    | layer | weights | reduction axes |
+    |---|---|---|
+    | Dense, Conv*, pointwise kernels, RNN cells, ConvLSTM | kernel(s) | all but the last |
+    | Conv*Transpose `(..., out, in)` | kernel | spatial axes and `in` |
+    | DepthwiseConv*, depthwise kernels `(..., in, mult)` | kernel | spatial axes |
+    | Embedding `(vocab, dim)` | embeddings | vocab |
+    | EinsumDense, MultiHeadAttention projections | kernel(s) | the kernel axes summed over by the equation |
+    """
     if _declares_weights(layer):
-        weights = list(layer.get_prunable_weights())
+        found = [
+            PrunedWeight(w, _all_but_last(w))
+            for w in layer.get_prunable_weights()
+        ]
     else:
-        weights = []
-        for types, attributes in _KERNEL_ATTRIBUTES:
-            if isinstance(layer, types):
-                weights = [getattr(layer, name) for name in attributes]
-                break
-    for weight in weights:
-        if not isinstance(weight, keras.Variable):
+        found = _known_weights(layer)
+    for pruned in found:
+        if not isinstance(pruned.variable, keras.Variable):
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) must expose "
                 "its prunable weights as `keras.Variable`s, but one is a "
-                f"{type(weight).__name__} (a quantized or LoRA-enabled "
-                "layer?). Prune the float layer before quantizing it or "
-                "enabling LoRA."
+                f"{type(pruned.variable).__name__} (a quantized or "
+                "LoRA-enabled layer?). Prune the float layer before "
+                "quantizing it or enabling LoRA."
             )
-    return weights
+    return found
+
+
+def _known_weights(layer):
+    if isinstance(layer, L.Bidirectional):
+        return _known_weights(layer.forward_layer) + _known_weights(
+            layer.backward_layer
+        )
+    if isinstance(layer, L.TimeDistributed):
+        return prunable_weights(layer.layer)
+    if isinstance(layer, L.RNN):
+        return _cell_weights(layer.cell)
+    if isinstance(layer, L.MultiHeadAttention):
+        return [
+            weight
+            for dense in (layer.query_dense, layer.key_dense,
+                          layer.value_dense, layer.output_dense)
+            for weight in _known_weights(dense)
+        ]
+    if isinstance(layer, L.EinsumDense):
+        return [PrunedWeight(layer.kernel, _einsum_reduction_axes(layer))]
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        depthwise = layer.depthwise_kernel
+        return [
+            PrunedWeight(depthwise, range(len(depthwise.shape) - 2)),
+            PrunedWeight(layer.pointwise_kernel,
+                         _all_but_last(layer.pointwise_kernel)),
+        ]
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        return [PrunedWeight(layer.kernel, range(len(layer.kernel.shape) - 2))]
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                          L.Conv3DTranspose)):
+        rank = len(layer.kernel.shape)
+        return [PrunedWeight(layer.kernel,
+                             list(range(rank - 2)) + [rank - 1])]
+    if isinstance(layer, L.Embedding):
+        return [PrunedWeight(layer.embeddings, (0,))]
+    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
+        return [PrunedWeight(layer.kernel, _all_but_last(layer.kernel))]
+    return []
+
+
+def _cell_weights(cell):
+    if isinstance(cell, L.StackedRNNCells):
+        return [w for c in cell.cells for w in _cell_weights(c)]
+    if _declares_weights(cell):
+        return prunable_weights(cell)
+    return [
+        PrunedWeight(variable, _all_but_last(variable))
+        for variable in (cell.kernel, cell.recurrent_kernel)
+    ]
+
+
+def _einsum_reduction_axes(layer):
+    """Kernel axes whose letters do not appear in the equation's output."""
+    inputs, output = layer.equation.split("->")
+    kernel = inputs.split(",")[1]
+    return [axis for axis, letter in enumerate(kernel)
+            if letter not in output]

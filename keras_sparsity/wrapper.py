@@ -18,6 +18,7 @@ How pruning runs inside the optimizer step, identically on every backend:
 """
 
 import inspect
+import math
 import numbers
 
 import keras
@@ -209,19 +210,32 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._passes_training = (
             "training" in inspect.signature(layer.call).parameters
         )
-        self._pruned_weights = []
+        self._pruned = []
         self.masks = []
+
+    def __call__(self, *args, **kwargs):
+        if not self.layer.built:
+            # Some layers (MultiHeadAttention) build from several input
+            # shapes, while a wrapper's build only sees the first one: let
+            # the layer build itself on symbolic copies of the inputs.
+            symbolic = keras.tree.map_structure(_symbolic, (args, kwargs))
+            symbolic[1].pop("training", None)
+            self.layer(*symbolic[0], **symbolic[1])
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
         if not self.layer.built:
             self.layer.build(input_shape)
-        self._pruned_weights = registry.prunable_weights(self.layer)
-        for weight in self._pruned_weights:
+        found = registry.prunable_weights(self.layer)
+        for pruned in found:
             mask_math.check_pattern_fits(
-                weight.shape, self.block_size, self.sparsity_m_by_n
+                _canonical_shape(pruned), self.block_size,
+                self.sparsity_m_by_n,
             )
+        self._pruned = found
         self.masks = []
-        for index, weight in enumerate(self._pruned_weights):
+        for index, pruned in enumerate(found):
+            weight = pruned.variable
             self.masks.append(
                 self.add_weight(
                     name=f"{weight.name}_mask",
@@ -241,12 +255,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     @property
     def pruned_weights(self):
         """The wrapped layer's variables that are masked, in mask order."""
-        return list(self._pruned_weights)
+        return [pruned.variable for pruned in self._pruned]
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
         if self._passes_training:
             kwargs["training"] = training
-        outputs = self.layer(inputs, **kwargs)
+        outputs = self.layer(inputs, *args, **kwargs)
         if training is False or not self.masks:
             return outputs
         flat = keras.tree.flatten(outputs)
@@ -255,22 +269,34 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             tied = _tie_mask(tied, mask.value)
         return keras.tree.pack_sequence_as(outputs, [tied] + flat[1:])
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
 
     def compute_output_spec(self, *args, **kwargs):
         kwargs.pop("training", None)
         return self.layer.compute_output_spec(*args, **kwargs)
 
-    def compute_mask_update(self, weight, sparsity):
-        """The new 0/1 mask of one weight at a target sparsity."""
+    def compute_mask_update(self, index, weight, sparsity):
+        """The new 0/1 mask of pruned weight `index` at a target sparsity."""
+        if self.sparsity_m_by_n is None and self.block_size == (1, 1):
+            return mask_math.magnitude_mask(weight, sparsity)
+        pruned = self._pruned[index]
+        canonical = ops.reshape(
+            ops.transpose(weight, pruned.permutation),
+            _canonical_shape(pruned),
+        )
         if self.sparsity_m_by_n is not None:
-            return mask_math.m_by_n_mask(weight, sparsity, self.sparsity_m_by_n)
-        if self.block_size != (1, 1):
-            return mask_math.block_mask(
-                weight, sparsity, self.block_size, self.block_pooling_type
+            mask = mask_math.m_by_n_mask(
+                canonical, sparsity, self.sparsity_m_by_n
             )
-        return mask_math.magnitude_mask(weight, sparsity)
+        else:
+            mask = mask_math.block_mask(
+                canonical, sparsity, self.block_size, self.block_pooling_type
+            )
+        permuted = [weight.shape[a] for a in pruned.permutation]
+        inverse = sorted(range(len(permuted)),
+                         key=pruned.permutation.__getitem__)
+        return ops.transpose(ops.reshape(mask, permuted), inverse)
 
     def _prune_after_update(self, index, weight):
         """Updates mask `index` if the schedule says so; returns w * mask.
@@ -287,7 +313,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         masked = weight * ops.cast(current, weight.dtype)
         new_mask = ops.cond(
             should_prune,
-            lambda: self.compute_mask_update(masked, sparsity),
+            lambda: self.compute_mask_update(index, masked, sparsity),
             lambda: current,
         )
         mask.assign(new_mask)
@@ -317,6 +343,22 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config.pop("pruning_schedule"), custom_objects=custom_objects
         )
         return cls(layer, pruning_schedule=schedule, **config)
+
+
+def _symbolic(x):
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, keras.KerasTensor) or not hasattr(x, "shape"):
+        return x
+    return keras.KerasTensor(tuple(x.shape), dtype=keras.backend.standardize_dtype(x.dtype))
+
+
+def _canonical_shape(pruned):
+    """Shape of a weight read as (reduction axes..., flattened output)."""
+    shape = pruned.variable.shape
+    reduction = [shape[a] for a in pruned.reduction_axes]
+    output = math.prod(shape[a] for a in pruned.permutation[len(reduction):])
+    return tuple(reduction) + (output,)
 
 
 def check_layer(layer):

@@ -95,6 +95,16 @@ def assert_weights_follow_masks(model):
         assert np.all(weight[mask == 0] == 0.0), wrapper.name
 
 
+class Bilinear(keras.layers.Layer):
+    """A custom layer with a kernel and no `get_prunable_weights`."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], 4))
+
+    def call(self, x):
+        return ops.matmul(x, self.w)
+
+
 class CheckEveryBatch(keras.callbacks.Callback):
     """Asserts after every optimizer step that pruned weights are zero."""
 

@@ -4,6 +4,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import Bilinear
 from conftest import assert_exact_sparsity
 from conftest import build_simple_dense_model
 from conftest import compile_model
@@ -87,13 +88,18 @@ def test_list_of_layers_is_wrapped_element_wise():
 
 def test_unsupported_layers_in_a_model_are_skipped_with_a_warning():
     model = keras.Sequential(
-        [keras.Input((4, 3)), L.LSTM(6), L.Dense(5)]
+        [keras.Input((3,)), Bilinear(name="bilinear"), L.Dense(5)]
     )
-    with pytest.warns(UserWarning, match=r"lstm.*\(LSTM\)"):
+    with pytest.warns(UserWarning, match=r"bilinear \(Bilinear\)"):
         pruned = sparsity.prune_low_magnitude(model)
     assert [type(layer).__name__ for layer in pruned.layers] == [
-        "LSTM", "PruneLowMagnitude",
+        "Bilinear", "PruneLowMagnitude",
     ]
+    assert [layer.name for layer in sparsity.unpruned_layers(pruned)] == [
+        "bilinear"
+    ]
+    with pytest.raises(ValueError, match="Bilinear is not supported"):
+        sparsity.prune_low_magnitude(model, strict=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         sparsity.prune_low_magnitude(build_simple_dense_model())

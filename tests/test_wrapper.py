@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import Bilinear
 from conftest import CheckEveryBatch
 from conftest import assert_exact_sparsity
 from conftest import build_simple_dense_model
@@ -30,17 +31,32 @@ LAYERS = [
 ]
 
 
-def one_layer_model(layer, input_shape):
+SEQUENCE_LAYERS = [
+    (lambda: L.LSTM(4), (3, 5), 2),
+    (lambda: L.GRU(4, return_sequences=True), (3, 5), 2),
+    (lambda: L.SimpleRNN(4), (3, 5), 2),
+    (lambda: L.RNN([L.LSTMCell(4), L.GRUCell(3)]), (3, 5), 4),
+    (lambda: L.Bidirectional(L.LSTM(4)), (3, 5), 4),
+    (lambda: L.TimeDistributed(L.Dense(4)), (3, 5), 1),
+    (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4)), (3, 5),
+     1),
+    (lambda: L.ConvLSTM1D(2, 3), (2, 6, 3), 2),
+]
+
+
+def one_layer_model(layer, input_shape, schedule=EVERY_STEP, **kwargs):
     inputs = keras.Input(input_shape)
-    x = sparsity.prune_low_magnitude(layer, pruning_schedule=EVERY_STEP)(
-        inputs
-    )
+    x = sparsity.prune_low_magnitude(
+        layer, pruning_schedule=schedule, **kwargs
+    )(inputs)
     x = L.Flatten()(x)
     outputs = L.Dense(5)(x)
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("make_layer, input_shape, num_pruned", LAYERS)
+@pytest.mark.parametrize(
+    "make_layer, input_shape, num_pruned", LAYERS + SEQUENCE_LAYERS
+)
 def test_every_supported_layer_reaches_exact_sparsity_after_fit(
     make_layer, input_shape, num_pruned
 ):
@@ -50,6 +66,105 @@ def test_every_supported_layer_reaches_exact_sparsity_after_fit(
     x, y = toy_data(input_shape, num_samples=16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert_exact_sparsity(model, 0.5)
+
+
+def test_multi_head_attention_is_pruned():
+    inputs = keras.Input((6, 10))
+    attention = sparsity.prune_low_magnitude(
+        L.MultiHeadAttention(2, 8), pruning_schedule=EVERY_STEP
+    )
+    x = attention(inputs, inputs)
+    model = compile_model(
+        keras.Model(inputs, L.Dense(5)(L.Flatten()(x)))
+    )
+    assert len(attention.masks) == 4
+    model.fit(*toy_data((6, 10), num_samples=16), batch_size=8, verbose=0)
+    assert_exact_sparsity(model, 0.5)
+
+
+PATTERN_LAYERS = [
+    (lambda: L.Dense(8), (16,)),
+    (lambda: L.Conv2D(4, 3), (6, 6, 8)),
+    (lambda: L.Conv2DTranspose(4, 3), (5, 5, 8)),
+    (lambda: L.DepthwiseConv2D(2), (5, 5, 8)),
+    (lambda: L.EinsumDense("ab,bc->ac", output_shape=8), (16,)),
+    (lambda: L.LSTM(4), (3, 8)),
+]
+
+
+def canonical_weights(wrapper):
+    """Each pruned weight and mask read as (reduction..., output)."""
+    out = []
+    for pruned, mask in zip(wrapper._pruned, wrapper.masks):
+        perm = pruned.permutation
+        num = len(pruned.reduction_axes)
+        for array in (to_numpy(pruned.variable), to_numpy(mask)):
+            moved = np.transpose(array, perm)
+            out.append(moved.reshape(moved.shape[:num] + (-1,)))
+    return list(zip(out[::2], out[1::2]))
+
+
+@pytest.mark.parametrize("make_layer, input_shape", PATTERN_LAYERS)
+def test_two_by_four_holds_in_every_group_after_training(
+    make_layer, input_shape
+):
+    layer = make_layer()
+    model = compile_model(
+        one_layer_model(layer, input_shape, sparsity_m_by_n=(2, 4))
+    )
+    model.fit(*toy_data(input_shape, num_samples=16), batch_size=8, verbose=0)
+    for weight, mask in canonical_weights(model.layers[1]):
+        groups = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
+        size = groups.shape[1]
+        for start in range(0, size - size % 4, 4):
+            kept = groups[:, start:start + 4, :].sum(axis=1)
+            np.testing.assert_array_equal(kept, 2.0)
+        assert np.all(weight[mask == 0] == 0)
+
+
+def test_n_by_m_ramps_up_with_the_schedule():
+    schedule = sparsity.PolynomialDecay(0.0, 0.5, 0, 4, power=1, frequency=1)
+    model = compile_model(
+        one_layer_model(L.Dense(8), (16,), schedule, sparsity_m_by_n=(2, 4))
+    )
+    x, y = toy_data((16,), num_samples=40)
+    model.fit(x[:24], y[:24], batch_size=8, verbose=0)  # steps 0, 1, 2
+    mask = to_numpy(model.layers[1].masks[0]).reshape(4, 4, 8)
+    per_group = mask.sum(axis=1)
+    # Step 2 targets 0.25 sparsity: half of the 32 groups are 2:4.
+    assert sorted(np.unique(per_group)) == [2.0, 4.0]
+    assert int((per_group == 2).sum()) == 16
+    model.fit(x[24:], y[24:], batch_size=8, verbose=0)  # steps 3, 4
+    per_group = to_numpy(model.layers[1].masks[0]).reshape(4, 4, 8).sum(1)
+    np.testing.assert_array_equal(per_group, 2.0)
+
+
+@pytest.mark.parametrize("make_layer, input_shape", PATTERN_LAYERS)
+def test_blocks_are_pruned_whole_after_training(make_layer, input_shape):
+    layer = make_layer()
+    model = compile_model(
+        one_layer_model(layer, input_shape, block_size=(2, 2),
+                        block_pooling_type="MAX")
+    )
+    model.fit(*toy_data(input_shape, num_samples=16), batch_size=8, verbose=0)
+    for weight, mask in canonical_weights(model.layers[1]):
+        matrix = mask.reshape(-1, mask.shape[-1])
+        rows, cols = matrix.shape
+        for r in range(0, rows, 2):
+            for c in range(0, cols, 2):
+                block = matrix[r:r + 2, c:c + 2]
+                assert block.min() == block.max()
+        blocks = -(-rows // 2) * -(-cols // 2)
+        kept_blocks = expected_nonzeros(blocks, 0.5)
+        assert sum(
+            matrix[r, c] for r in range(0, rows, 2) for c in range(0, cols, 2)
+        ) == kept_blocks
+        assert np.all(weight[mask == 0] == 0)
+
+
+def test_pattern_that_does_not_fit_fails_before_training():
+    with pytest.raises(ValueError, match=r"block_size.*\(9, 1\)"):
+        one_layer_model(L.Dense(4), (8,), block_size=(9, 1))
 
 
 def test_embedding_is_pruned():
@@ -253,15 +368,10 @@ def test_bad_layers_are_rejected():
         PruneLowMagnitude(PruneLowMagnitude(L.Dense(3)))
     with pytest.raises(ValueError, match="keras.layers.Layer"):
         PruneLowMagnitude("dense")
-    with pytest.raises(ValueError, match="LSTM is not supported"):
-        PruneLowMagnitude(L.LSTM(3))
-
-    class Custom(L.Layer):
-        def build(self, shape):
-            self.w = self.add_weight(shape=(shape[-1], 2))
-
+    with pytest.raises(ValueError, match="Bilinear is not supported"):
+        PruneLowMagnitude(Bilinear())
     with pytest.raises(ValueError, match="PrunableLayer"):
-        PruneLowMagnitude(Custom())
+        PruneLowMagnitude(Bilinear())
 
 
 def test_constraint_outside_an_optimizer_step_is_an_error():
