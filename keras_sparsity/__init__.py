@@ -5,6 +5,8 @@ and defaults, on every Keras backend.
 """
 
 from keras_sparsity.callbacks import UpdatePruningStep
+from keras_sparsity.policy import PruneForLatencyOnXNNPack
+from keras_sparsity.policy import PruningPolicy
 from keras_sparsity.prune import prune_low_magnitude
 from keras_sparsity.prune import prune_scope
 from keras_sparsity.prune import strip_pruning
@@ -13,14 +15,18 @@ from keras_sparsity.registry import PrunableLayer
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
 from keras_sparsity.schedules import PruningSchedule
+from keras_sparsity.summaries import PruningSummaries
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
+    "PruningPolicy",
     "PruningSchedule",
+    "PruningSummaries",
     "UpdatePruningStep",
     "prune_low_magnitude",
     "prune_scope",

@@ -1,9 +1,11 @@
 """The TFMOT workflow: `prune_low_magnitude`, `strip_pruning`, `prune_scope`.
 
-Models are never edited in place: pruning and stripping clone the model
-(`keras.models.clone_model`, nested models included) into fresh layers and
-copy the weights, so the user's model keeps its layers, variables and
-optimizer whatever happens to the copy.
+Models are never edited in place. Sequential and functional models are
+cloned (`keras.models.clone_model`, nested models included) into fresh
+layers with the weights copied; subclassed models are rebuilt from their
+config, given the weights, and their sublayers swapped in the copy
+(`surgery`). The user's model keeps its layers, variables and optimizer
+whatever happens to the copy.
 """
 
 import warnings
@@ -12,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_sparsity import registry
+from keras_sparsity import surgery
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
 from keras_sparsity.wrapper import check_pruning_params
@@ -24,20 +27,6 @@ def _is_graph_model(model):
     return isinstance(model, (keras.Sequential, Functional))
 
 
-def _check_graph_model(model, argument):
-    """Raises for subclassed models, at any depth, before anything changes."""
-    if not _is_graph_model(model):
-        raise ValueError(
-            f"`{argument}` supports keras.Sequential and functional "
-            "keras.Model objects (nested ones included); subclassed models "
-            f"are not supported yet. Received: {argument}="
-            f"{type(model).__name__} instance named {model.name!r}"
-        )
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            _check_graph_model(layer, argument)
-
-
 def _fresh_copy(layer):
     return layer.__class__.from_config(layer.get_config())
 
@@ -46,14 +35,14 @@ def _clone(model, clone_layer):
     """Clones `model`, layer by layer, with `clone_layer`.
 
     `clone_layer(layer)` returns `(new_layer, weights, target)`: once the
-    clone is built, the list of arrays `weights` is written into `target`
-    (`new_layer` itself, or the layer inside a new wrapper).
+    clone is built, the list of arrays `weights` (unless None) is written
+    into `target` (`new_layer` itself, or the layer inside a new wrapper).
     """
     pending = []
 
     def clone_function(layer):
         new_layer, weights, target = clone_layer(layer)
-        if layer.built:
+        if weights is not None and layer.built:
             pending.append((target, weights))
         return new_layer
 
@@ -123,8 +112,9 @@ def prune_low_magnitude(
     change settings.
 
     Args:
-        to_prune: A `keras.layers.Layer`, a list of layers, a
-            `keras.Sequential` or a functional `keras.Model`.
+        to_prune: A `keras.layers.Layer`, a list of layers, or a
+            `keras.Model`: Sequential, functional or subclassed (which
+            must be built and rebuildable from its `get_config()`).
         pruning_schedule: A `PruningSchedule`. Defaults to
             `ConstantSparsity(0.5, begin_step=0)`.
         block_size: Pair of ints, the (rows, columns) of the blocks pruned
@@ -162,10 +152,9 @@ def prune_low_magnitude(
         )
     )
     if isinstance(to_prune, keras.Model):
-        _check_graph_model(to_prune, "to_prune")
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        return _prune_model(to_prune, params, pruning_policy, strict)
+        return _Pruner(params, pruning_policy, strict).prune(to_prune)
     if pruning_policy is not None:
         raise ValueError(
             "Argument `pruning_policy` applies to whole models only; to "
@@ -192,39 +181,81 @@ def prune_low_magnitude(
     )
 
 
-def _prune_model(model, params, policy, strict):
-    if strict:
-        for layer in model._flatten_layers(include_self=False):
-            if not isinstance(layer, keras.Model) and not isinstance(
-                layer, PruneLowMagnitude
-            ):
-                check_layer(layer)
-    skipped = []
+class _Pruner:
+    """Builds the pruned copy of a model of any kind, nested ones included."""
 
-    def clone_layer(layer):
+    def __init__(self, params, policy, strict):
+        self.params = params
+        self.policy = policy
+        self.strict = strict
+        self.skipped = []
+
+    def prune(self, model):
+        if self.strict:
+            for layer in model._flatten_layers(include_self=False):
+                if not isinstance(layer, (keras.Model, PruneLowMagnitude)):
+                    check_layer(layer)
+        pruned = self._model(model)
+        if self.skipped:
+            warnings.warn(
+                "prune_low_magnitude left these layers unpruned because "
+                f"their type is not supported: {', '.join(self.skipped)}. "
+                "Implement `PrunableLayer` in a custom layer to prune it.",
+                stacklevel=3,
+            )
+        return pruned
+
+    def _model(self, model):
+        if _is_graph_model(model):
+            return _clone(model, self._clone_layer)
+        copy = surgery.rebuilt_copy(model, "to_prune")
+        copy.set_weights(model.get_weights())
+        self._swap_children(copy, {})
+        return copy
+
+    def _wants(self, layer):
+        return registry.is_prunable(layer) and (
+            self.policy is None or self.policy.allow_pruning(layer)
+        )
+
+    def _note_skipped(self, layer):
+        if not registry.has_nothing_to_prune(layer) and self.policy is None:
+            self.skipped.append(f"{layer.name} ({type(layer).__name__})")
+
+    def _clone_layer(self, layer):
+        if not isinstance(layer, keras.layers.Layer):  # keras.ops in a graph
+            return layer, None, None
+        if isinstance(layer, keras.Model):  # a subclassed model inside
+            return (self._model(layer),) + (None, None)
         weights = layer.get_weights()
         if isinstance(layer, PruneLowMagnitude):
             copy = _fresh_copy(layer)
             return copy, weights, copy
-        if registry.is_prunable(layer) and (
-            policy is None or policy.allow_pruning(layer)
-        ):
-            inner = _fresh_copy(layer)
-            return PruneLowMagnitude(inner, **params), weights, inner
-        if not registry.has_nothing_to_prune(layer) and policy is None:
-            skipped.append(f"{layer.name} ({type(layer).__name__})")
         copy = _fresh_copy(layer)
+        if self._wants(layer):
+            return PruneLowMagnitude(copy, **self.params), weights, copy
+        self._note_skipped(layer)
         return copy, weights, copy
 
-    pruned = _clone(model, clone_layer)
-    if skipped:
-        warnings.warn(
-            "prune_low_magnitude left these layers unpruned because their "
-            f"type is not supported: {', '.join(skipped)}. Implement "
-            "`PrunableLayer` in a custom layer to prune it.",
-            stacklevel=3,
-        )
-    return pruned
+    def _swap_children(self, parent, done):
+        """Wraps the prunable sublayers of a subclassed model's copy."""
+        for child in surgery.children(parent):
+            if isinstance(child, PruneLowMagnitude):
+                continue
+            if id(child) in done:
+                surgery.replace(parent, child, done[id(child)])
+            elif isinstance(child, keras.Model) and _is_graph_model(child):
+                done[id(child)] = self._model(child)
+                surgery.replace(parent, child, done[id(child)])
+            elif not isinstance(child, keras.Model) and self._wants(child):
+                wrapper = PruneLowMagnitude(child, **self.params)
+                wrapper.build()
+                done[id(child)] = wrapper
+                surgery.replace(parent, child, wrapper)
+            elif surgery.children(child):
+                self._swap_children(child, done)
+            else:
+                self._note_skipped(child)
 
 
 def unpruned_layers(model):
@@ -264,8 +295,8 @@ def strip_pruning(model):
     optimizer.
 
     Args:
-        model: A pruned `keras.Sequential` or functional `keras.Model`, or
-            a single `PruneLowMagnitude` layer.
+        model: A pruned `keras.Model` (Sequential, functional or
+            subclassed), or a single `PruneLowMagnitude` layer.
 
     Returns:
         A model (or layer) without pruning wrappers.
@@ -283,16 +314,42 @@ def strip_pruning(model):
             "Expected `model` to be a keras.Model (or a PruneLowMagnitude "
             f"layer). Received: model of type {type(model).__name__}"
         )
-    _check_graph_model(model, "model")
+    return _strip_model(model)
 
-    def clone_layer(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            copy = _fresh_copy(layer.layer)
-            return copy, _masked_weights(layer), copy
-        copy = _fresh_copy(layer)
-        return copy, layer.get_weights(), copy
 
-    return _clone(model, clone_layer)
+def _strip_model(model):
+    if _is_graph_model(model):
+        return _clone(model, _strip_layer)
+    copy = surgery.rebuilt_copy(model, "model")
+    _transfer_stripped(model, copy)
+    return copy
+
+
+def _strip_layer(layer):
+    if not isinstance(layer, keras.layers.Layer):  # keras.ops in a graph
+        return layer, None, None
+    if isinstance(layer, keras.Model):
+        return _strip_model(layer), None, None
+    if isinstance(layer, PruneLowMagnitude):
+        copy = _fresh_copy(layer.layer)
+        return copy, _masked_weights(layer), copy
+    copy = _fresh_copy(layer)
+    return copy, layer.get_weights(), copy
+
+
+def _transfer_stripped(source, target):
+    """Writes a pruned subclassed model's weights into its plain rebuild."""
+    for value, variable in zip(
+        surgery.own_weights(source), surgery.own_weights(target)
+    ):
+        variable.assign(value)
+    for child, plain in zip(surgery.children(source), surgery.children(target)):
+        if isinstance(child, PruneLowMagnitude):
+            plain.set_weights(_masked_weights(child))
+        elif _is_graph_model(child):
+            plain.set_weights(_strip_model(child).get_weights())
+        else:
+            _transfer_stripped(child, plain)
 
 
 def _masked_weights(wrapper):

@@ -76,6 +76,33 @@ def test_original_model_is_left_untouched():
     assert pruned.optimizer is not model.optimizer
 
 
+def test_public_api_is_exactly_the_expected_names():
+    assert sorted(sparsity.__all__) == sorted([
+        "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
+        "PruneForLatencyOnXNNPack", "PruneLowMagnitude", "PruningPolicy",
+        "PruningSchedule", "PruningSummaries", "UpdatePruningStep",
+        "prune_low_magnitude", "prune_scope", "strip_pruning",
+        "unpruned_layers",
+    ])
+    for name in sparsity.__all__:
+        assert getattr(sparsity, name).__doc__
+
+
+def test_keras_ops_in_a_functional_graph_are_kept():
+    inputs = keras.Input((10,))
+    x = L.Dense(10)(inputs)
+    x = keras.ops.relu(x + inputs)
+    model = keras.Model(inputs, L.Dense(5)(x))
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert len(wrappers(pruned)) == 2
+    x_, y_ = toy_data(num_samples=8)
+    np.testing.assert_allclose(
+        to_numpy(pruned(x_)), to_numpy(model(x_)), rtol=1e-5, atol=1e-6
+    )
+    final = sparsity.strip_pruning(pruned)
+    assert final.get_config() == model.get_config()
+
+
 def test_list_of_layers_is_wrapped_element_wise():
     done = PruneLowMagnitude(L.Dense(2))
     layers = sparsity.prune_low_magnitude(
@@ -108,17 +135,6 @@ def test_unsupported_layers_in_a_model_are_skipped_with_a_warning():
 def test_bad_objects_are_rejected_with_tfmot_message():
     with pytest.raises(ValueError, match="can only prune an object of the"):
         sparsity.prune_low_magnitude(object())
-
-    class Subclassed(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = L.Dense(3)
-
-        def call(self, x):
-            return self.dense(x)
-
-    with pytest.raises(ValueError, match="subclassed models are not"):
-        sparsity.prune_low_magnitude(Subclassed())
 
 
 def test_policy_with_a_single_layer_is_an_error():

@@ -1,0 +1,176 @@
+"""Subclassed models: pruned through a rebuilt copy whose sublayers are swapped."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import assert_exact_sparsity
+from conftest import compile_model
+from conftest import pruned_pairs
+from conftest import to_numpy
+from conftest import toy_data
+
+import keras_sparsity as sparsity
+from keras_sparsity import PruneLowMagnitude
+from keras_sparsity import surgery
+
+L = keras.layers
+EVERY_STEP = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Block(L.Layer):
+    """A custom layer holding sublayers and a weight of its own."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = L.Dense(units, activation="relu")
+        self.norm = L.LayerNormalization()
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.norm.build(input_shape[:-1] + (self.units,))
+        self.scale = self.add_weight(shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return self.norm(self.dense(x)) * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Tower(keras.Model):
+    """Layers in a list and a dict, a shared layer, a nested block."""
+
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.stack = [L.Dense(units, activation="relu") for _ in range(2)]
+        self.heads = {"logits": L.Dense(5)}
+        self.shared = L.Dense(units)
+        self.block = Block(units)
+
+    def call(self, x):
+        for layer in self.stack:
+            x = layer(x)
+        x = self.shared(self.shared(x))
+        return self.heads["logits"](self.block(x))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def built_tower():
+    model = Tower()
+    model(np.zeros((1, 10), "float32"))
+    return model
+
+
+def test_subclassed_model_prunes_every_sublayer_and_leaves_the_original():
+    model = built_tower()
+    before = [w.copy() for w in model.get_weights()]
+    pruned = sparsity.prune_low_magnitude(model, pruning_schedule=EVERY_STEP)
+    assert isinstance(pruned, Tower) and pruned is not model
+    assert all(isinstance(l, PruneLowMagnitude) for l in pruned.stack)
+    assert isinstance(pruned.heads["logits"], PruneLowMagnitude)
+    assert isinstance(pruned.block.dense, PruneLowMagnitude)
+    assert not isinstance(pruned.block.norm, PruneLowMagnitude)
+    assert len(sparsity.callbacks.pruning_wrappers(pruned)) == 5
+    x, y = toy_data(num_samples=32)
+    np.testing.assert_allclose(
+        to_numpy(pruned(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6
+    )
+    compile_model(pruned).fit(x, y, batch_size=8, verbose=0)
+    assert_exact_sparsity(pruned, 0.5)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert not sparsity.callbacks.pruning_wrappers(model)
+
+
+def test_shared_sublayer_gets_one_wrapper():
+    pruned = sparsity.prune_low_magnitude(built_tower(), EVERY_STEP)
+    wrapper = pruned.shared
+    assert isinstance(wrapper, PruneLowMagnitude)
+    ids = [id(w) for w in sparsity.callbacks.pruning_wrappers(pruned)]
+    assert ids.count(id(wrapper)) == 1
+
+
+def test_strip_and_save_a_pruned_subclassed_model(tmp_path):
+    model = built_tower()
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    x, y = toy_data(num_samples=16)
+    compile_model(pruned).fit(x, y, batch_size=8, verbose=0)
+    final = sparsity.strip_pruning(pruned)
+    assert isinstance(final, Tower)
+    assert not sparsity.callbacks.pruning_wrappers(final)
+    assert final.get_config() == model.get_config()
+    np.testing.assert_allclose(
+        to_numpy(final(x)), to_numpy(pruned(x)), rtol=1e-5, atol=1e-6
+    )
+    path = os.fspath(tmp_path / "tower.keras")
+    final.save(path)
+    loaded = keras.saving.load_model(path)
+    kernels = [to_numpy(loaded.stack[0].kernel), to_numpy(loaded.block.dense.kernel)]
+    assert [int(np.count_nonzero(k)) for k in kernels] == [40, 32]
+
+
+def test_pruned_subclassed_checkpoint_round_trips_through_weights(tmp_path):
+    schedule = sparsity.PolynomialDecay(0.2, 0.6, 0, 4, frequency=1)
+    model = built_tower()
+    pruned = compile_model(sparsity.prune_low_magnitude(model, schedule))
+    x, y = toy_data(num_samples=16)
+    pruned.fit(x, y, batch_size=8, verbose=0)
+    path = os.fspath(tmp_path / "tower.weights.h5")
+    pruned.save_weights(path)
+    again = sparsity.prune_low_magnitude(model, schedule)
+    again.load_weights(path)
+    for (_, w1, m1), (_, w2, m2) in zip(pruned_pairs(pruned), pruned_pairs(again)):
+        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(w1, w2)
+
+
+def test_subclassed_model_inside_a_functional_model():
+    tower = built_tower()
+    inputs = keras.Input((10,))
+    model = keras.Model(inputs, L.Dense(3)(tower(inputs)))
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert len(sparsity.callbacks.pruning_wrappers(pruned)) == 6
+    compile_model(pruned).fit(*toy_data(num_samples=16, num_classes=3),
+                              batch_size=8, verbose=0)
+    assert_exact_sparsity(pruned, 0.5)
+    final = sparsity.strip_pruning(pruned)
+    assert not sparsity.callbacks.pruning_wrappers(final)
+
+
+def test_unbuilt_or_unrebuildable_subclassed_models_are_clear_errors():
+    with pytest.raises(ValueError, match="not built yet"):
+        sparsity.prune_low_magnitude(Tower())
+
+    class NoConfig(keras.Model):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def call(self, x):
+            return self.layer(x)
+
+    model = NoConfig(L.Dense(3))
+    model(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="get_config"):
+        sparsity.prune_low_magnitude(model)
+
+
+def test_replace_swaps_attributes_lists_dicts_and_tuples():
+    holder = L.Layer()
+    a, b = L.Dense(1), L.Dense(2)
+    holder.direct = a
+    holder.listed = [a, L.Dense(3)]
+    holder.mapped = {"k": a}
+    holder.paired = (a, 1)
+    surgery.replace(holder, a, b)
+    assert holder.direct is b and holder.listed[0] is b
+    assert holder.mapped["k"] is b and holder.paired[0] is b
+    assert b in surgery.children(holder) and a not in surgery.children(holder)
