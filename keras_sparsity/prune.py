@@ -118,8 +118,8 @@ def prune_low_magnitude(
         pruning_schedule: A `PruningSchedule`. Defaults to
             `ConstantSparsity(0.5, begin_step=0)`.
         block_size: Pair of ints, the (rows, columns) of the blocks pruned
-            together in each kernel's 2-D view. `(1, 1)` prunes single
-            weights.
+            together, each kernel read as a matrix of (reduction axes,
+            output axes). `(1, 1)` prunes single weights.
         block_pooling_type: `"AVG"` or `"MAX"`, how a block is scored.
         pruning_policy: Optional object with `allow_pruning(layer)` and
             `ensure_model_supports_pruning(model)`; only for models.

@@ -161,17 +161,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     Args:
         layer: The `keras.layers.Layer` to prune: a built-in layer with
             kernels (Dense, Conv*, DepthwiseConv*, SeparableConv*,
-            Embedding) or one that implements `PrunableLayer`.
+            Embedding, RNNs, MultiHeadAttention, EinsumDense, and
+            Bidirectional or TimeDistributed around those) or one that
+            implements `PrunableLayer`.
         pruning_schedule: A `PruningSchedule`. Defaults to
             `ConstantSparsity(0.5, begin_step=0)`.
         block_size: Pair of ints. Prune blocks of this many
-            (rows, columns) of the kernel's 2-D view (all axes but the
-            last, the last axis) together. `(1, 1)` prunes single weights.
+            (rows, columns) together, the kernel read as a matrix of
+            (reduction axes, output axes). `(1, 1)` prunes single weights.
         block_pooling_type: `"AVG"` or `"MAX"`: how a block's magnitudes
             are pooled into its score.
         sparsity_m_by_n: `None` or a pair `(m, n)`: zero `m` of every `n`
-            consecutive weights along the input axis, ramping up the share
-            of such groups with the schedule.
+            consecutive weights along the kernel's last reduction (input)
+            axis, ramping up the share of such groups with the schedule.
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
 
     Example:
@@ -381,7 +383,9 @@ def check_layer(layer):
         raise ValueError(
             f"Layer {layer.name!r} of type {type(layer).__name__} is not "
             "supported: its weights are not known to be prunable. Supported "
-            "are Dense, Conv1D/2D/3D, Conv*Transpose, DepthwiseConv1D/2D, "
-            "SeparableConv1D/2D, Embedding, layers without kernels, and any "
+            "are Dense, Conv*, Conv*Transpose, DepthwiseConv*, "
+            "SeparableConv*, Embedding, LSTM/GRU/SimpleRNN/ConvLSTM, "
+            "MultiHeadAttention, EinsumDense, Bidirectional and "
+            "TimeDistributed around those, layers without kernels, and any "
             "layer that implements `PrunableLayer.get_prunable_weights()`."
         )
