@@ -233,9 +233,7 @@ def m_by_n_mask(weights, sparsity, m_by_n):
         magnitudes, (outer, groups_along, group_size, size_out)
     )
     kept = ops.less(_rank_in_group(groups), group_size - num_zeros)
-    cost = ops.sum(
-        ops.where(kept, 0.0, ops.maximum(groups, 0.0)), axis=2
-    )
+    cost = ops.sum(ops.where(kept, 0.0, ops.maximum(groups, 0.0)), axis=2)
     num_groups = outer * groups_along * size_out
     share = ops.minimum(
         ops.cast(sparsity, "float32") * float(group_size) / float(num_zeros),

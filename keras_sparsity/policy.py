@@ -228,8 +228,17 @@ def _is_supported(graph, vertex):
     layer = _unwrapped(graph.layer(vertex))
     if isinstance(
         layer,
-        (L.Add, L.Multiply, L.ZeroPadding2D, L.ReLU, L.LeakyReLU, L.ELU,
-         L.Dropout, L.Identity) + _elementwise_operation_types(),
+        (
+            L.Add,
+            L.Multiply,
+            L.ZeroPadding2D,
+            L.ReLU,
+            L.LeakyReLU,
+            L.ELU,
+            L.Dropout,
+            L.Identity,
+        )
+        + _elementwise_operation_types(),
     ):
         return True
     if isinstance(layer, L.DepthwiseConv2D):

@@ -143,10 +143,16 @@ def prune_low_magnitude(
     """
     params = dict(
         zip(
-            ("pruning_schedule", "block_size", "block_pooling_type",
-             "sparsity_m_by_n"),
+            (
+                "pruning_schedule",
+                "block_size",
+                "block_pooling_type",
+                "sparsity_m_by_n",
+            ),
             check_pruning_params(
-                pruning_schedule, block_size, block_pooling_type,
+                pruning_schedule,
+                block_size,
+                block_pooling_type,
                 sparsity_m_by_n,
             ),
         )
@@ -167,7 +173,8 @@ def prune_low_magnitude(
             if not isinstance(layer, PruneLowMagnitude):
                 check_layer(layer)
         return [
-            layer if isinstance(layer, PruneLowMagnitude)
+            layer
+            if isinstance(layer, PruneLowMagnitude)
             else PruneLowMagnitude(layer, **params, **kwargs)
             for layer in to_prune
         ]

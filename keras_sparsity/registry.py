@@ -14,23 +14,64 @@ L = keras.layers
 
 # Built-in layers that hold no kernel, recognised even before they are built.
 _NOTHING_TO_PRUNE = (
-    L.InputLayer, L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax,
-    L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
-    L.GaussianDropout, L.GaussianNoise, L.AlphaDropout,
-    L.ActivityRegularization, L.Flatten, L.Reshape, L.Permute,
-    L.RepeatVector, L.Masking, L.Lambda, L.Identity,
-    L.Cropping1D, L.Cropping2D, L.Cropping3D,
-    L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
-    L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
-    L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-    L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-    L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
-    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+    L.InputLayer,
+    L.Activation,
+    L.ReLU,
+    L.LeakyReLU,
+    L.ELU,
+    L.Softmax,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.SpatialDropout3D,
+    L.GaussianDropout,
+    L.GaussianNoise,
+    L.AlphaDropout,
+    L.ActivityRegularization,
+    L.Flatten,
+    L.Reshape,
+    L.Permute,
+    L.RepeatVector,
+    L.Masking,
+    L.Lambda,
+    L.Identity,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.UpSampling3D,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.MaxPooling3D,
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.AveragePooling3D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.GlobalMaxPooling3D,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
     L.GlobalAveragePooling3D,
-    L.BatchNormalization, L.LayerNormalization, L.GroupNormalization,
-    L.UnitNormalization, L.Normalization, L.Rescaling, L.Resizing,
-    L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum,
-    L.Concatenate, L.Dot, L.PReLU,
+    L.BatchNormalization,
+    L.LayerNormalization,
+    L.GroupNormalization,
+    L.UnitNormalization,
+    L.Normalization,
+    L.Rescaling,
+    L.Resizing,
+    L.Add,
+    L.Subtract,
+    L.Multiply,
+    L.Average,
+    L.Maximum,
+    L.Minimum,
+    L.Concatenate,
+    L.Dot,
+    L.PReLU,
 )
 
 
@@ -62,10 +103,20 @@ def _declares_weights(layer):
 
 
 _KERNEL_LAYERS = (
-    L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose,
-    L.Conv2DTranspose, L.Conv3DTranspose, L.DepthwiseConv1D,
-    L.DepthwiseConv2D, L.SeparableConv1D, L.SeparableConv2D, L.Embedding,
-    L.EinsumDense, L.MultiHeadAttention,
+    L.Dense,
+    L.Conv1D,
+    L.Conv2D,
+    L.Conv3D,
+    L.Conv1DTranspose,
+    L.Conv2DTranspose,
+    L.Conv3DTranspose,
+    L.DepthwiseConv1D,
+    L.DepthwiseConv2D,
+    L.SeparableConv1D,
+    L.SeparableConv2D,
+    L.Embedding,
+    L.EinsumDense,
+    L.MultiHeadAttention,
 )
 _RNN_CELLS = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
 _CONV_RNNS = (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D)
@@ -77,7 +128,9 @@ def is_prunable(layer):
     Decided from the layer's type (and its cells or wrapped layers), so it
     works before the layer is built.
     """
-    if _declares_weights(layer) or isinstance(layer, _KERNEL_LAYERS + _CONV_RNNS):
+    if _declares_weights(layer) or isinstance(
+        layer, _KERNEL_LAYERS + _CONV_RNNS
+    ):
         return True
     if isinstance(layer, L.Bidirectional):
         return is_prunable(layer.forward_layer) and is_prunable(
@@ -126,8 +179,11 @@ class PrunedWeight:
     @property
     def permutation(self):
         """Axes order that puts the reduction axes first, in order."""
-        rest = [a for a in range(len(self.variable.shape))
-                if a not in self.reduction_axes]
+        rest = [
+            a
+            for a in range(len(self.variable.shape))
+            if a not in self.reduction_axes
+        ]
         return self.reduction_axes + tuple(rest)
 
 
@@ -138,13 +194,13 @@ def _all_but_last(variable):
 def prunable_weights(layer):
     """The `PrunedWeight`s of a built, prunable layer, in a fixed order.
 
-    | layer | weights | reduction axes |
-    |---|---|---|
-    | Dense, Conv*, pointwise kernels, RNN cells, ConvLSTM | kernel(s) | all but the last |
-    | Conv*Transpose `(..., out, in)` | kernel | spatial axes and `in` |
-    | DepthwiseConv*, depthwise kernels `(..., in, mult)` | kernel | spatial axes |
-    | Embedding `(vocab, dim)` | embeddings | vocab |
-    | EinsumDense, MultiHeadAttention projections | kernel(s) | the kernel axes summed over by the equation |
+    Reduction axes per kernel (the README has the full table):
+    * Dense, Conv*, pointwise kernels, RNN cells: all axes but the last;
+    * Conv*Transpose `(..., out, in)`: the spatial axes and `in`;
+    * DepthwiseConv*, depthwise kernels `(..., in, mult)`: spatial axes;
+    * Embedding `(vocab, dim)`: the vocabulary axis;
+    * EinsumDense and MultiHeadAttention projections: the kernel axes the
+      equation sums over.
     """
     if _declares_weights(layer):
         found = [
@@ -177,8 +233,12 @@ def _known_weights(layer):
     if isinstance(layer, L.MultiHeadAttention):
         return [
             weight
-            for dense in (layer.query_dense, layer.key_dense,
-                          layer.value_dense, layer.output_dense)
+            for dense in (
+                layer.query_dense,
+                layer.key_dense,
+                layer.value_dense,
+                layer.output_dense,
+            )
             for weight in _known_weights(dense)
         ]
     if isinstance(layer, L.EinsumDense):
@@ -187,16 +247,17 @@ def _known_weights(layer):
         depthwise = layer.depthwise_kernel
         return [
             PrunedWeight(depthwise, range(len(depthwise.shape) - 2)),
-            PrunedWeight(layer.pointwise_kernel,
-                         _all_but_last(layer.pointwise_kernel)),
+            PrunedWeight(
+                layer.pointwise_kernel, _all_but_last(layer.pointwise_kernel)
+            ),
         ]
     if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
         return [PrunedWeight(layer.kernel, range(len(layer.kernel.shape) - 2))]
-    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
-                          L.Conv3DTranspose)):
+    if isinstance(
+        layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+    ):
         rank = len(layer.kernel.shape)
-        return [PrunedWeight(layer.kernel,
-                             list(range(rank - 2)) + [rank - 1])]
+        return [PrunedWeight(layer.kernel, list(range(rank - 2)) + [rank - 1])]
     if isinstance(layer, L.Embedding):
         return [PrunedWeight(layer.embeddings, (0,))]
     if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
@@ -219,5 +280,4 @@ def _einsum_reduction_axes(layer):
     """Kernel axes whose letters do not appear in the equation's output."""
     inputs, output = layer.equation.split("->")
     kernel = inputs.split(",")[1]
-    return [axis for axis, letter in enumerate(kernel)
-            if letter not in output]
+    return [axis for axis, letter in enumerate(kernel) if letter not in output]

@@ -171,7 +171,7 @@ class ConstantSparsity(PruningSchedule):
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")
 class PolynomialDecay(PruningSchedule):
-    """Raises sparsity from `initial_sparsity` to `final_sparsity` along a polynomial.
+    """Raises sparsity from `initial_sparsity` to `final_sparsity` gradually.
 
     Between `begin_step` and `end_step` (optimizer steps) the sparsity is
     `final + (initial - final) * (1 - progress) ** power`, the gradual
@@ -229,16 +229,19 @@ class PolynomialDecay(PruningSchedule):
     def __call__(self, step):
         step = ops.cast(step, "int32")
         if self.end_step == self.begin_step:
-            progress = ops.cast(ops.greater_equal(step, self.end_step), "float32")
+            progress = ops.cast(
+                ops.greater_equal(step, self.end_step), "float32"
+            )
         else:
             progress = ops.cast(step - self.begin_step, "float32") / float(
                 self.end_step - self.begin_step
             )
             progress = ops.clip(progress, 0.0, 1.0)
         remaining = ops.power(1.0 - progress, float(self.power))
-        sparsity = self.final_sparsity + (
-            self.initial_sparsity - self.final_sparsity
-        ) * remaining
+        sparsity = (
+            self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * remaining
+        )
         should_prune = self._should_prune_in_step(
             step, self.begin_step, self.end_step, self.frequency
         )

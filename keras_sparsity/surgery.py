@@ -82,7 +82,9 @@ def _swap(value, old, new):
     elif isinstance(value, tuple) and not isinstance(value, keras.KerasTensor):
         items = [_swap(item, old, new) for item in value]
         if any(a is not b for a, b in zip(items, value)):
-            return type(value)(items) if not hasattr(value, "_fields") else (
-                type(value)(*items)
+            return (
+                type(value)(items)
+                if not hasattr(value, "_fields")
+                else (type(value)(*items))
             )
     return value

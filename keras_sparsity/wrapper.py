@@ -29,6 +29,7 @@ from keras_sparsity import registry
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PruningSchedule
 
+
 def check_pruning_params(
     pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
 ):
@@ -231,7 +232,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         found = registry.prunable_weights(self.layer)
         for pruned in found:
             mask_math.check_pattern_fits(
-                _canonical_shape(pruned), self.block_size,
+                _canonical_shape(pruned),
+                self.block_size,
                 self.sparsity_m_by_n,
             )
         self._pruned = found
@@ -296,8 +298,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 canonical, sparsity, self.block_size, self.block_pooling_type
             )
         permuted = [weight.shape[a] for a in pruned.permutation]
-        inverse = sorted(range(len(permuted)),
-                         key=pruned.permutation.__getitem__)
+        inverse = sorted(
+            range(len(permuted)), key=pruned.permutation.__getitem__
+        )
         return ops.transpose(ops.reshape(mask, permuted), inverse)
 
     def _prune_after_update(self, index, weight):
@@ -352,14 +355,16 @@ def _symbolic(x):
         return x
     if isinstance(x, keras.KerasTensor) or not hasattr(x, "shape"):
         return x
-    return keras.KerasTensor(tuple(x.shape), dtype=keras.backend.standardize_dtype(x.dtype))
+    return keras.KerasTensor(
+        tuple(x.shape), dtype=keras.backend.standardize_dtype(x.dtype)
+    )
 
 
 def _canonical_shape(pruned):
     """Shape of a weight read as (reduction axes..., flattened output)."""
     shape = pruned.variable.shape
     reduction = [shape[a] for a in pruned.reduction_axes]
-    output = math.prod(shape[a] for a in pruned.permutation[len(reduction):])
+    output = math.prod(shape[a] for a in pruned.permutation[len(reduction) :])
     return tuple(reduction) + (output,)
 
 
@@ -379,7 +384,9 @@ def check_layer(layer):
             "instance that is not a model; to prune a model, pass it to "
             f"`prune_low_magnitude`. Received: layer={layer!r}"
         )
-    if not (registry.is_prunable(layer) or registry.has_nothing_to_prune(layer)):
+    if not (
+        registry.is_prunable(layer) or registry.has_nothing_to_prune(layer)
+    ):
         raise ValueError(
             f"Layer {layer.name!r} of type {type(layer).__name__} is not "
             "supported: its weights are not known to be prunable. Supported "

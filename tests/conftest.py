@@ -1,4 +1,4 @@
-"""Shared fixtures and assertions. `make test` runs the suite once per backend."""
+"""Shared fixtures and assertions; `make test` runs the suite per backend."""
 
 import os
 

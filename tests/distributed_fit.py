@@ -34,8 +34,11 @@ def train(distributed):
 
     def build():
         model = keras.Sequential(
-            [keras.Input((10,)), keras.layers.Dense(16, activation="relu"),
-             keras.layers.Dense(5)]
+            [
+                keras.Input((10,)),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dense(5),
+            ]
         )
         schedule = sparsity.PolynomialDecay(0.3, 0.8, 0, 6, frequency=2)
         pruned = sparsity.prune_low_magnitude(model, schedule)
@@ -81,10 +84,13 @@ def train(distributed):
 def replica_values(variable, strategy):
     """The variable's value as held by each device or replica."""
     if BACKEND == "jax":
-        return [np.asarray(shard.data) for shard in
-                variable.value.addressable_shards]
-    return [v.numpy() for v in
-            strategy.experimental_local_results(variable.value)]
+        return [
+            np.asarray(shard.data)
+            for shard in variable.value.addressable_shards
+        ]
+    return [
+        v.numpy() for v in strategy.experimental_local_results(variable.value)
+    ]
 
 
 if __name__ == "__main__":

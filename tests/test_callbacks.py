@@ -15,8 +15,7 @@ def train(base, callbacks):
     model = sparsity.prune_low_magnitude(base, EVERY_STEP)
     compile_model(model)
     x, y = toy_data(num_samples=32)
-    model.fit(x, y, batch_size=8, shuffle=False, verbose=0,
-              callbacks=callbacks)
+    model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
     return model
 
 
@@ -34,8 +33,11 @@ def test_update_pruning_step_is_optional_and_changes_nothing():
 def test_update_pruning_step_warns_on_a_model_without_pruning():
     model = compile_model(build_simple_dense_model())
     with pytest.warns(UserWarning, match="no pruned layers"):
-        model.fit(*toy_data(num_samples=8), verbose=0,
-                  callbacks=[sparsity.UpdatePruningStep()])
+        model.fit(
+            *toy_data(num_samples=8),
+            verbose=0,
+            callbacks=[sparsity.UpdatePruningStep()],
+        )
 
 
 def test_pruning_wrappers_finds_nested_wrappers():

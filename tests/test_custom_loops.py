@@ -16,14 +16,15 @@ from conftest import toy_data
 
 import keras_sparsity as sparsity
 
-SCHEDULE = sparsity.PolynomialDecay(0.5, 0.8, begin_step=0, end_step=4,
-                                    frequency=2)
+SCHEDULE = sparsity.PolynomialDecay(
+    0.5, 0.8, begin_step=0, end_step=4, frequency=2
+)
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def batches():
     x, y = toy_data(num_samples=48)
-    return [(x[i:i + 8], y[i:i + 8]) for i in range(0, 48, 8)]
+    return [(x[i : i + 8], y[i : i + 8]) for i in range(0, 48, 8)]
 
 
 def pruned_model():
@@ -57,8 +58,9 @@ def test_torch_loop():
     model = pruned_model()
     optimizer = keras.optimizers.Adam()
     for x, y in batches():
-        loss = LOSS(torch.as_tensor(y), model(torch.as_tensor(x),
-                                              training=True))
+        loss = LOSS(
+            torch.as_tensor(y), model(torch.as_tensor(x), training=True)
+        )
         model.zero_grad()
         loss.backward()
         variables = model.trainable_variables

@@ -24,8 +24,11 @@ def test_data_parallel_fit_gives_the_single_device_masks(tmp_path):
     out = os.fspath(tmp_path / "masks.npz")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     done = subprocess.run(
-        [sys.executable, SCRIPT, out], env=env, capture_output=True,
-        text=True, timeout=600,
+        [sys.executable, SCRIPT, out],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = np.load(out)

@@ -63,7 +63,7 @@ def test_custom_policy_from_docstring_chooses_layers_and_rejects_models():
             return isinstance(layer, L.Dense)
 
         def ensure_model_supports_pruning(self, model):
-            if not any(isinstance(l, L.Dense) for l in model.layers):
+            if not any(isinstance(layer, L.Dense) for layer in model.layers):
                 raise ValueError("PruneDenseOnly needs a Dense layer.")
 
     model = keras.Sequential(
@@ -247,7 +247,9 @@ def test_clone_with_shared_layers_prunes_one():
     i = keras.Input((8, 8, 3))
     x = L.Conv2D(16, [1, 1])(stem(i))
     original = keras.Model(i, L.GlobalAveragePooling2D()(x))
-    cloned = keras.models.clone_model(original, clone_function=lambda l: l)
+    cloned = keras.models.clone_model(
+        original, clone_function=lambda layer: layer
+    )
     assert count_pruned(prune(cloned)) == 1
 
 
@@ -267,8 +269,8 @@ def test_keras_ops_residual_is_supported():
     model = keras_ops_residual_model()
     policy = sparsity.PruneForLatencyOnXNNPack()
     policy.ensure_model_supports_pruning(model)
-    allowed = [l for l in model.layers if policy.allow_pruning(l)]
-    assert [l.kernel_size for l in allowed] == [(1, 1)]
+    allowed = [x for x in model.layers if policy.allow_pruning(x)]
+    assert [x.kernel_size for x in allowed] == [(1, 1)]
 
 
 def test_keras_ops_residual_prunes_one_conv():

@@ -10,7 +10,9 @@ from keras_sparsity import PruningSchedule
 
 def evaluate(schedule, step):
     should, value = schedule(ops.convert_to_tensor(step, "int32"))
-    return bool(ops.convert_to_numpy(should)), float(ops.convert_to_numpy(value))
+    return bool(ops.convert_to_numpy(should)), float(
+        ops.convert_to_numpy(value)
+    )
 
 
 def assert_table(schedule, table):
@@ -25,28 +27,48 @@ def assert_table(schedule, table):
 def test_polynomial_decay_matches_tfmot_short_range():
     assert_table(
         PolynomialDecay(0.2, 0.8, 100, 110, power=3, frequency=2),
-        {99: (False, 0.2), 100: (True, 0.2), 101: (False, 0.3626),
-         102: (True, 0.4928), 105: (False, 0.725), 110: (True, 0.8),
-         111: (False, 0.8)},
+        {
+            99: (False, 0.2),
+            100: (True, 0.2),
+            101: (False, 0.3626),
+            102: (True, 0.4928),
+            105: (False, 0.725),
+            110: (True, 0.8),
+            111: (False, 0.8),
+        },
     )
 
 
 def test_polynomial_decay_matches_tfmot_tutorial_schedule():
     assert_table(
         PolynomialDecay(0.5, 0.8, 0, 1000),
-        {0: (True, 0.5), 1: (False, 0.500899), 100: (True, 0.5813),
-         250: (False, 0.673437), 500: (True, 0.7625), 900: (True, 0.7997),
-         1000: (True, 0.8), 1100: (False, 0.8)},
+        {
+            0: (True, 0.5),
+            1: (False, 0.500899),
+            100: (True, 0.5813),
+            250: (False, 0.673437),
+            500: (True, 0.7625),
+            900: (True, 0.7997),
+            1000: (True, 0.8),
+            1100: (False, 0.8),
+        },
     )
 
 
 def test_polynomial_decay_matches_tfmot_mnist_example():
     assert_table(
         PolynomialDecay(0.1, 0.75, 1000, 5000, frequency=100),
-        {999: (False, 0.1), 1000: (True, 0.1), 1100: (True, 0.147541),
-         2000: (True, 0.475781), 3000: (True, 0.66875),
-         4000: (True, 0.739844), 4900: (True, 0.74999), 5000: (True, 0.75),
-         5100: (False, 0.75)},
+        {
+            999: (False, 0.1),
+            1000: (True, 0.1),
+            1100: (True, 0.147541),
+            2000: (True, 0.475781),
+            3000: (True, 0.66875),
+            4000: (True, 0.739844),
+            4900: (True, 0.74999),
+            5000: (True, 0.75),
+            5100: (False, 0.75),
+        },
     )
 
 
@@ -60,7 +82,7 @@ def test_polynomial_decay_linear_and_decreasing():
     )
 
 
-def test_polynomial_decay_reaches_final_sparsity_when_frequency_does_not_divide():
+def test_polynomial_decay_reaches_final_sparsity_if_frequency_does_not_divide():
     # TFMOT prunes at 0, 100, 200 (0.7936) and never at 250.
     schedule = PolynomialDecay(0.0, 0.8, 0, 250, power=3, frequency=100)
     assert evaluate(schedule, 200) == (True, pytest.approx(0.7936, abs=1e-4))
@@ -79,19 +101,36 @@ def test_polynomial_decay_with_equal_begin_and_end_jumps_to_final():
 def test_constant_sparsity_matches_tfmot():
     assert_table(
         ConstantSparsity(0.5, 0),
-        {0: (True, 0.5), 1: (False, 0.5), 99: (False, 0.5),
-         100: (True, 0.5), 12345600: (True, 0.5)},
+        {
+            0: (True, 0.5),
+            1: (False, 0.5),
+            99: (False, 0.5),
+            100: (True, 0.5),
+            12345600: (True, 0.5),
+        },
     )
     assert_table(
         ConstantSparsity(0.5, 3, -1, 2),
-        {1: (False, 0.5), 2: (False, 0.5), 3: (True, 0.5), 4: (False, 0.5),
-         5: (True, 0.5), 7: (True, 0.5)},
+        {
+            1: (False, 0.5),
+            2: (False, 0.5),
+            3: (True, 0.5),
+            4: (False, 0.5),
+            5: (True, 0.5),
+            7: (True, 0.5),
+        },
     )
     assert_table(
         ConstantSparsity(0.5, 100, 200, 10),
-        {90: (False, 0.5), 100: (True, 0.5), 105: (False, 0.5),
-         110: (True, 0.5), 200: (True, 0.5), 201: (False, 0.5),
-         210: (False, 0.5)},
+        {
+            90: (False, 0.5),
+            100: (True, 0.5),
+            105: (False, 0.5),
+            110: (True, 0.5),
+            200: (True, 0.5),
+            201: (False, 0.5),
+            210: (False, 0.5),
+        },
     )
 
 
@@ -103,7 +142,10 @@ def test_constant_sparsity_matches_tfmot():
         (dict(begin_step=10, end_step=5), "begin_step should be <= end_step"),
         (dict(frequency=0), "frequency should be > 0"),
         (dict(frequency=-5), "frequency should be > 0"),
-        (dict(target_sparsity=1.0), r"target_sparsity must be in range \[0,1\)"),
+        (
+            dict(target_sparsity=1.0),
+            r"target_sparsity must be in range \[0,1\)",
+        ),
         (dict(target_sparsity=-0.001), "target_sparsity=-0.001"),
         (dict(target_sparsity=10), "target_sparsity must be in range"),
     ],
@@ -125,8 +167,9 @@ def test_constant_sparsity_rejects_bad_values(kwargs, match):
     ],
 )
 def test_polynomial_decay_rejects_bad_values(kwargs, match):
-    args = dict(initial_sparsity=0.2, final_sparsity=0.8, begin_step=0,
-                end_step=10)
+    args = dict(
+        initial_sparsity=0.2, final_sparsity=0.8, begin_step=0, end_step=10
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         PolynomialDecay(**args)
@@ -143,8 +186,9 @@ def test_polynomial_decay_rejects_bad_values(kwargs, match):
     ],
 )
 def test_schedules_reject_wrong_types_at_construction(kwargs, match):
-    args = dict(initial_sparsity=0.2, final_sparsity=0.8, begin_step=0,
-                end_step=10)
+    args = dict(
+        initial_sparsity=0.2, final_sparsity=0.8, begin_step=0, end_step=10
+    )
     args.update(kwargs)
     with pytest.raises(TypeError, match=match):
         PolynomialDecay(**args)
@@ -152,7 +196,10 @@ def test_schedules_reject_wrong_types_at_construction(kwargs, match):
 
 @pytest.mark.parametrize(
     "schedule",
-    [ConstantSparsity(0.7, 10, 20, 10), PolynomialDecay(0.2, 0.6, 10, 20, 5, 10)],
+    [
+        ConstantSparsity(0.7, 10, 20, 10),
+        PolynomialDecay(0.2, 0.6, 10, 20, 5, 10),
+    ],
 )
 def test_schedule_config_round_trips(schedule):
     config = schedule.get_config()

@@ -1,4 +1,4 @@
-"""Subclassed models: pruned through a rebuilt copy whose sublayers are swapped."""
+"""Subclassed models: pruned in a rebuilt copy whose sublayers are swapped."""
 
 import os
 
@@ -74,7 +74,7 @@ def test_subclassed_model_prunes_every_sublayer_and_leaves_the_original():
     before = [w.copy() for w in model.get_weights()]
     pruned = sparsity.prune_low_magnitude(model, pruning_schedule=EVERY_STEP)
     assert isinstance(pruned, Tower) and pruned is not model
-    assert all(isinstance(l, PruneLowMagnitude) for l in pruned.stack)
+    assert all(isinstance(layer, PruneLowMagnitude) for layer in pruned.stack)
     assert isinstance(pruned.heads["logits"], PruneLowMagnitude)
     assert isinstance(pruned.block.dense, PruneLowMagnitude)
     assert not isinstance(pruned.block.norm, PruneLowMagnitude)
@@ -113,7 +113,10 @@ def test_strip_and_save_a_pruned_subclassed_model(tmp_path):
     path = os.fspath(tmp_path / "tower.keras")
     final.save(path)
     loaded = keras.saving.load_model(path)
-    kernels = [to_numpy(loaded.stack[0].kernel), to_numpy(loaded.block.dense.kernel)]
+    kernels = [
+        to_numpy(loaded.stack[0].kernel),
+        to_numpy(loaded.block.dense.kernel),
+    ]
     assert [int(np.count_nonzero(k)) for k in kernels] == [40, 32]
 
 
@@ -127,7 +130,9 @@ def test_pruned_subclassed_checkpoint_round_trips_through_weights(tmp_path):
     pruned.save_weights(path)
     again = sparsity.prune_low_magnitude(model, schedule)
     again.load_weights(path)
-    for (_, w1, m1), (_, w2, m2) in zip(pruned_pairs(pruned), pruned_pairs(again)):
+    for (_, w1, m1), (_, w2, m2) in zip(
+        pruned_pairs(pruned), pruned_pairs(again)
+    ):
         np.testing.assert_array_equal(m1, m2)
         np.testing.assert_array_equal(w1, w2)
 
@@ -138,8 +143,9 @@ def test_subclassed_model_inside_a_functional_model():
     model = keras.Model(inputs, L.Dense(3)(tower(inputs)))
     pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
     assert len(sparsity.callbacks.pruning_wrappers(pruned)) == 6
-    compile_model(pruned).fit(*toy_data(num_samples=16, num_classes=3),
-                              batch_size=8, verbose=0)
+    compile_model(pruned).fit(
+        *toy_data(num_samples=16, num_classes=3), batch_size=8, verbose=0
+    )
     assert_exact_sparsity(pruned, 0.5)
     final = sparsity.strip_pruning(pruned)
     assert not sparsity.callbacks.pruning_wrappers(final)

@@ -38,8 +38,7 @@ SEQUENCE_LAYERS = [
     (lambda: L.RNN([L.LSTMCell(4), L.GRUCell(3)]), (3, 5), 4),
     (lambda: L.Bidirectional(L.LSTM(4)), (3, 5), 4),
     (lambda: L.TimeDistributed(L.Dense(4)), (3, 5), 1),
-    (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4)), (3, 5),
-     1),
+    (lambda: L.EinsumDense("abc,cd->abd", output_shape=(3, 4)), (3, 5), 1),
     (lambda: L.ConvLSTM1D(2, 3), (2, 6, 3), 2),
 ]
 
@@ -74,9 +73,7 @@ def test_multi_head_attention_is_pruned():
         L.MultiHeadAttention(2, 8), pruning_schedule=EVERY_STEP
     )
     x = attention(inputs, inputs)
-    model = compile_model(
-        keras.Model(inputs, L.Dense(5)(L.Flatten()(x)))
-    )
+    model = compile_model(keras.Model(inputs, L.Dense(5)(L.Flatten()(x))))
     assert len(attention.masks) == 4
     model.fit(*toy_data((6, 10), num_samples=16), batch_size=8, verbose=0)
     assert_exact_sparsity(model, 0.5)
@@ -117,7 +114,7 @@ def test_two_by_four_holds_in_every_group_after_training(
         groups = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
         size = groups.shape[1]
         for start in range(0, size - size % 4, 4):
-            kept = groups[:, start:start + 4, :].sum(axis=1)
+            kept = groups[:, start : start + 4, :].sum(axis=1)
             np.testing.assert_array_equal(kept, 2.0)
         assert np.all(weight[mask == 0] == 0)
 
@@ -143,8 +140,9 @@ def test_n_by_m_ramps_up_with_the_schedule():
 def test_blocks_are_pruned_whole_after_training(make_layer, input_shape):
     layer = make_layer()
     model = compile_model(
-        one_layer_model(layer, input_shape, block_size=(2, 2),
-                        block_pooling_type="MAX")
+        one_layer_model(
+            layer, input_shape, block_size=(2, 2), block_pooling_type="MAX"
+        )
     )
     model.fit(*toy_data(input_shape, num_samples=16), batch_size=8, verbose=0)
     for weight, mask in canonical_weights(model.layers[1]):
@@ -152,13 +150,18 @@ def test_blocks_are_pruned_whole_after_training(make_layer, input_shape):
         rows, cols = matrix.shape
         for r in range(0, rows, 2):
             for c in range(0, cols, 2):
-                block = matrix[r:r + 2, c:c + 2]
+                block = matrix[r : r + 2, c : c + 2]
                 assert block.min() == block.max()
         blocks = -(-rows // 2) * -(-cols // 2)
         kept_blocks = expected_nonzeros(blocks, 0.5)
-        assert sum(
-            matrix[r, c] for r in range(0, rows, 2) for c in range(0, cols, 2)
-        ) == kept_blocks
+        assert (
+            sum(
+                matrix[r, c]
+                for r in range(0, rows, 2)
+                for c in range(0, cols, 2)
+            )
+            == kept_blocks
+        )
         assert np.all(weight[mask == 0] == 0)
 
 
@@ -220,9 +223,11 @@ def test_masks_follow_the_schedule_step_by_step():
             return {}
 
     model = keras.Sequential(
-        [keras.Input((10,)),
-         sparsity.prune_low_magnitude(L.Dense(10), pruning_schedule=Table()),
-         L.Dense(5)]
+        [
+            keras.Input((10,)),
+            sparsity.prune_low_magnitude(L.Dense(10), pruning_schedule=Table()),
+            L.Dense(5),
+        ]
     )
     compile_model(model, optimizer=keras.optimizers.SGD(0.1))
     x, y = toy_data(num_samples=len(table))
@@ -290,7 +295,8 @@ def test_extreme_sparsity_keeps_exactly_one_weight():
     x, y = toy_data(num_samples=8)
     model.fit(x, y, batch_size=8, verbose=0)
     assert [int(np.count_nonzero(w)) for _, w, _ in pruned_pairs(model)] == [
-        1, 1,
+        1,
+        1,
     ]
 
 
@@ -353,8 +359,11 @@ def _built(wrapper):
         (dict(sparsity_m_by_n=(2.0, 4)), ValueError, "sparsity_m_by_n"),
         (dict(sparsity_m_by_n="ab"), ValueError, "sparsity_m_by_n"),
         (dict(sparsity_m_by_n=(4, 4)), ValueError, "0 < m < n"),
-        (dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)), ValueError,
-         "cannot be combined"),
+        (
+            dict(sparsity_m_by_n=(2, 4), block_size=(1, 4)),
+            ValueError,
+            "cannot be combined",
+        ),
         (dict(pruning_schedule=0.5), TypeError, "pruning_schedule"),
     ],
 )
@@ -384,9 +393,11 @@ def test_constraint_outside_an_optimizer_step_is_an_error():
 def test_user_constraint_still_applies():
     layer = L.Dense(8, kernel_constraint=keras.constraints.NonNeg())
     model = keras.Sequential(
-        [keras.Input((10,)),
-         sparsity.prune_low_magnitude(layer, pruning_schedule=EVERY_STEP),
-         L.Dense(5)]
+        [
+            keras.Input((10,)),
+            sparsity.prune_low_magnitude(layer, pruning_schedule=EVERY_STEP),
+            L.Dense(5),
+        ]
     )
     compile_model(model, optimizer=keras.optimizers.SGD(1.0))
     x, y = toy_data(num_samples=16)
@@ -411,7 +422,8 @@ def test_config_round_trip_keeps_every_argument():
     assert restored.name == "w"
     nm = PruneLowMagnitude(L.Dense(3), sparsity_m_by_n=(2, 4))
     assert PruneLowMagnitude.from_config(nm.get_config()).sparsity_m_by_n == (
-        2, 4,
+        2,
+        4,
     )
 
 
