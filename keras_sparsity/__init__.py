@@ -5,6 +5,8 @@ and defaults, on every Keras backend.
 """
 
 from keras_sparsity.callbacks import UpdatePruningStep
+from keras_sparsity.compressed import load_compressed
+from keras_sparsity.compressed import save_compressed
 from keras_sparsity.policy import PruneForLatencyOnXNNPack
 from keras_sparsity.policy import PruningPolicy
 from keras_sparsity.prune import prune_low_magnitude
@@ -28,8 +30,10 @@ __all__ = [
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
+    "load_compressed",
     "prune_low_magnitude",
     "prune_scope",
+    "save_compressed",
     "strip_pruning",
     "unpruned_layers",
 ]
