@@ -129,7 +129,7 @@ def _tie_mask(outputs, mask):
     def grad(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        return upstream, mask
+        return upstream, ops.copy(mask)
 
     return outputs, grad
 
@@ -314,22 +314,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # With gradient accumulation `iterations` counts real updates.
         step = ops.cast(_applying_optimizer().iterations, "int32")
         should_prune, sparsity = self.pruning_schedule(step)
-        # The optimizer has just written the mask's gradient into it: the
-        # mask times the number of calls of the layer in this step.
-        current = ops.minimum(mask.value, 1.0)
-        weight = ops.convert_to_tensor(weight)
-
-        def prune():
-            masked = weight * ops.cast(current, weight.dtype)
-            new_mask = self.compute_mask_update(index, masked, sparsity)
-            return new_mask, masked * ops.cast(new_mask, weight.dtype)
-
-        def keep():
-            return current, weight * ops.cast(current, weight.dtype)
-
-        new_mask, new_weight = ops.cond(should_prune, prune, keep)
+        current = ops.cast(ops.greater(mask.value, 0), "float32")
+        masked = weight * ops.cast(current, weight.dtype)
+        new_mask = ops.cond(
+            should_prune,
+            lambda: self.compute_mask_update(index, masked, sparsity),
+            lambda: current,
+        )
         mask.assign(new_mask)
-        return new_weight
+        return masked * ops.cast(new_mask, weight.dtype)
 
     def get_config(self):
         config = super().get_config()
