@@ -231,11 +231,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.layer.build(input_shape)
         found = registry.prunable_weights(self.layer)
         for pruned in found:
-            mask_math.check_pattern_fits(
-                _canonical_shape(pruned),
-                self.block_size,
-                self.sparsity_m_by_n,
-            )
+            try:
+                mask_math.check_pattern_fits(
+                    _canonical_shape(pruned),
+                    self.block_size,
+                    self.sparsity_m_by_n,
+                )
+            except ValueError as error:
+                raise ValueError(
+                    f"Layer {self.layer.name!r} ({type(self.layer).__name__})"
+                    f", weight {pruned.variable.name!r} of shape "
+                    f"{tuple(pruned.variable.shape)}: {error}"
+                ) from None
         self._pruned = found
         self.masks = []
         for index, pruned in enumerate(found):

@@ -224,7 +224,8 @@ def test_saved_pruned_model_loads_without_scope(tmp_path):
     pruned.save(path)
     restored = keras.saving.load_model(path)
     assert isinstance(restored.layers[0], PruneLowMagnitude)
-    assert restored.layers[0].pruning_schedule == pruned.layers[0].pruning_schedule
+    schedule = pruned.layers[0].pruning_schedule
+    assert restored.layers[0].pruning_schedule == schedule
     assert int(to_numpy(restored.optimizer.iterations)) == 2
     for (_, w1, m1), (_, w2, m2) in zip(
         pruned_pairs(pruned), pruned_pairs(restored)
@@ -261,7 +262,9 @@ def test_interrupted_and_resumed_training_ends_with_the_same_masks(tmp_path):
 
 
 def test_stripped_model_saves_and_loads_as_plain_keras(tmp_path):
-    pruned = sparsity.prune_low_magnitude(build_simple_dense_model(), EVERY_STEP)
+    pruned = sparsity.prune_low_magnitude(
+        build_simple_dense_model(), EVERY_STEP
+    )
     compile_model(pruned).fit(*toy_data(num_samples=8), verbose=0)
     path = os.fspath(tmp_path / "final.keras")
     sparsity.strip_pruning(pruned).save(path)
