@@ -335,7 +335,7 @@ def _revision():
     return completed.stdout.strip()
 
 
-def print_table(results):
+def print_table(results, revision):
     header = (
         f"{'backend':<11}{'model':<6}{'jit':<6}{'method':<15}"
         f"{'dense ms/step':>20}{'pruned ms/step':>20}{'ratio':>8}"
@@ -368,7 +368,7 @@ def print_table(results):
     )
     print(f"1-min load average before->after each model: {loads}")
     versions = sorted({r["versions"] for r in results})
-    print(f"commit {_revision()}; " + "; ".join(versions))
+    print(f"commit {revision}; " + "; ".join(versions))
 
 
 def print_markdown(results):
@@ -450,11 +450,12 @@ def main(argv=None):
         (args.backend,) = args.backend
         run_backend(args)
         return
+    revision = _revision()
     results = []
     for backend in args.backend:
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
         results.extend(spawn_backend(backend, args))
-    print_table(results)
+    print_table(results, revision)
     if args.markdown:
         print()
         print_markdown(results)
