@@ -198,10 +198,6 @@ class _Pruner:
         self.skipped = []
 
     def prune(self, model):
-        if self.strict:
-            for layer in model._flatten_layers(include_self=False):
-                if not isinstance(layer, (keras.Model, PruneLowMagnitude)):
-                    check_layer(layer)
         pruned = self._model(model)
         if self.skipped:
             warnings.warn(
@@ -226,8 +222,11 @@ class _Pruner:
         )
 
     def _note_skipped(self, layer):
-        if not registry.has_nothing_to_prune(layer) and self.policy is None:
-            self.skipped.append(f"{layer.name} ({type(layer).__name__})")
+        if registry.has_nothing_to_prune(layer) or self.policy is not None:
+            return
+        if self.strict:
+            check_layer(layer)  # raises: the copy is dropped, the model kept
+        self.skipped.append(f"{layer.name} ({type(layer).__name__})")
 
     def _clone_layer(self, layer):
         if not isinstance(layer, keras.layers.Layer):  # keras.ops in a graph

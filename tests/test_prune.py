@@ -127,6 +127,9 @@ def test_unsupported_layers_in_a_model_are_skipped_with_a_warning():
     ]
     with pytest.raises(ValueError, match="Bilinear is not supported"):
         sparsity.prune_low_magnitude(model, strict=True)
+    recurrent = keras.Sequential([keras.Input((4, 3)), L.LSTM(6), L.Dense(5)])
+    pruned = sparsity.prune_low_magnitude(recurrent, strict=True)
+    assert len(wrappers(pruned)) == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         sparsity.prune_low_magnitude(build_simple_dense_model())
