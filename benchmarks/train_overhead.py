@@ -147,9 +147,9 @@ def compile_model(model):
     )
 
 
-def cycled_batches(x, y, num_steps, start=0):
+def cycled_batches(x, y, num_steps):
     """`num_steps` consecutive batches, wrapping around the data."""
-    index = (start + np.arange(num_steps * BATCH_SIZE)) % len(x)
+    index = np.arange(num_steps * BATCH_SIZE) % len(x)
     return x[index], y[index]
 
 
@@ -338,7 +338,7 @@ def _revision():
 def print_table(results, revision):
     header = (
         f"{'backend':<11}{'model':<6}{'jit':<6}{'method':<15}"
-        f"{'dense ms/step':>20}{'pruned ms/step':>20}{'ratio':>8}"
+        f"{'dense ms/step':>22}{'pruned ms/step':>22}{'ratio':>8}"
         f"{'(mins)':>8}"
         f"{'update +ms':>12}{'of ratio':>10}"
     )
@@ -356,7 +356,7 @@ def print_table(results, revision):
         print(
             f"{r['backend']:<11}{r['model']:<6}{str(r['jit_compile']):<6}"
             f"{r['method']:<15}"
-            f"{_range(r['dense_ms']):>20}{_range(r['pruned_ms']):>20}"
+            f"{_range(r['dense_ms']):>22}{_range(r['pruned_ms']):>22}"
             f"{r['ratio']:>8.3f}{r['ratio_of_mins']:>8.3f}"
             f"{r['update_extra_ms']:>12.1f}"
             f"{r['update_share']:>+10.3f}"
