@@ -1,5 +1,7 @@
 """Keras callbacks of the TFMOT workflow."""
 
+import warnings
+
 import keras
 
 from keras_sparsity.wrapper import PruneLowMagnitude
@@ -28,8 +30,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if not pruning_wrappers(self.model):
-            import warnings
-
             warnings.warn(
                 "UpdatePruningStep: the model being trained has no pruned "
                 "layers; did you pass the original model instead of the "

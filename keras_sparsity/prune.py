@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_sparsity import registry
 from keras_sparsity import surgery
+from keras_sparsity.callbacks import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
 from keras_sparsity.wrapper import check_pruning_params
@@ -272,22 +273,18 @@ def unpruned_layers(model):
 
     Example: `print([l.name for l in sparsity.unpruned_layers(pruned)])`
     """
+    wrapped = {
+        id(inner)
+        for wrapper in pruning_wrappers(model)
+        for inner in wrapper._flatten_layers(include_self=False)
+    }
     return [
         layer
         for layer in model._flatten_layers(include_self=False)
         if not isinstance(layer, (keras.Model, PruneLowMagnitude))
-        and not _inside_wrapper(layer, model)
+        and id(layer) not in wrapped
         and not registry.has_nothing_to_prune(layer)
     ]
-
-
-def _inside_wrapper(layer, model):
-    return any(
-        layer is inner
-        for wrapper in model._flatten_layers(include_self=False)
-        if isinstance(wrapper, PruneLowMagnitude)
-        for inner in wrapper._flatten_layers(include_self=False)
-    )
 
 
 def strip_pruning(model):
