@@ -1,20 +1,23 @@
 """`PruneLowMagnitude`: the layer wrapper that keeps a mask per prunable weight.
 
-How pruning runs inside the optimizer step, identically on every backend:
+How pruning runs inside the optimizer step, on every backend:
 
-* Each prunable weight gets a float32 `mask` variable. It is declared
-  trainable with `overwrite_with_gradient=True` (the mechanism Keras uses for
-  float8 scales), so that `optimizer.apply` and `optimizer.stateless_apply`
-  see and return it, also inside JAX's stateless, jitted train step. The
-  forward pass ties the mask to the layer output with a custom gradient whose
-  value for the mask is the mask itself, so the optimizer writes the mask
-  back unchanged (scaled by the number of calls, which is undone by reading
-  `mask > 0`). The optimizer keeps no slots for it and never decays it.
+* Each prunable weight gets a float32 0/1 `mask` variable.
 * The weight's `constraint`, which every Keras optimizer applies right after
   its update, is replaced by one that reads `optimizer.iterations`, asks the
   schedule whether to prune at this step, recomputes the mask if so, and
   writes `weight * mask` back. Pruned weights are therefore exactly zero
   after every optimizer step, in `fit` and in custom loops alike.
+* Where the mask lives differs by backend. On TensorFlow and PyTorch it is
+  a non-trainable variable that the constraint assigns in place, only at
+  steps where the schedule prunes: a plain step costs one multiply. JAX's
+  jitted train step only carries the variables that `stateless_apply`
+  returns, so there the mask is declared trainable with
+  `overwrite_with_gradient=True` (the mechanism Keras uses for float8
+  scales): the forward pass ties it to the layer output with a custom
+  gradient whose value is the mask itself, the optimizer writes it back
+  (scaled by the number of calls, undone by reading `mask > 0`), keeps no
+  slots for it and never decays it.
 """
 
 import inspect
@@ -99,6 +102,13 @@ def _pair_of_ints(name, value, example):
             f"{example}. Received: {name}={value!r}"
         )
     return tuple(int(i) for i in items)
+
+
+# JAX's jitted train step only carries variables the optimizer returns, so
+# there masks are trainable and written back by the optimizer each step. On
+# TensorFlow and PyTorch the constraint assigns them in place, only when the
+# schedule prunes.
+_MASKS_CARRIED = keras.backend.backend() == "jax"
 
 
 def _applying_optimizer():
@@ -253,9 +263,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     shape=weight.shape,
                     initializer="ones",
                     dtype="float32",
-                    trainable=True,
+                    trainable=_MASKS_CARRIED,
                     autocast=False,
-                    overwrite_with_gradient=True,
+                    overwrite_with_gradient=_MASKS_CARRIED,
                 )
             )
             weight.constraint = _PruningConstraint(
@@ -272,7 +282,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if self._passes_training:
             kwargs["training"] = training
         outputs = self.layer(inputs, *args, **kwargs)
-        if training is False or not self.masks:
+        if training is False or not self.masks or not _MASKS_CARRIED:
             return outputs
         flat = keras.tree.flatten(outputs)
         tied = flat[0]
@@ -321,15 +331,29 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # With gradient accumulation `iterations` counts real updates.
         step = ops.cast(_applying_optimizer().iterations, "int32")
         should_prune, sparsity = self.pruning_schedule(step)
-        current = ops.cast(ops.greater(mask.value, 0), "float32")
-        masked = weight * ops.cast(current, weight.dtype)
-        new_mask = ops.cond(
-            should_prune,
-            lambda: self.compute_mask_update(index, masked, sparsity),
-            lambda: current,
-        )
-        mask.assign(new_mask)
-        return masked * ops.cast(new_mask, weight.dtype)
+        if _MASKS_CARRIED:
+            current = ops.cast(ops.greater(mask.value, 0), "float32")
+            new_mask = ops.cond(
+                should_prune,
+                lambda: self.compute_mask_update(
+                    index, weight * ops.cast(current, weight.dtype), sparsity
+                ),
+                lambda: current,
+            )
+            mask.assign(new_mask)
+            return weight * ops.cast(current * new_mask, weight.dtype)
+
+        def update():
+            # Returns old * new: a weight that comes back restarts at zero.
+            old = mask.value
+            masked = weight * ops.cast(old, weight.dtype)
+            new_mask = self.compute_mask_update(index, masked, sparsity)
+            keep = old * new_mask  # before the assign: torch aliases `old`
+            mask.assign(new_mask)
+            return keep
+
+        keep = ops.cond(should_prune, update, lambda: mask.value)
+        return weight * ops.cast(keep, weight.dtype)
 
     def get_config(self):
         config = super().get_config()

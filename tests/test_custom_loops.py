@@ -1,7 +1,7 @@
 """Custom training loops prune with no extra calls, on each backend.
 
-Masks are trainable `overwrite_with_gradient` variables and pruning runs in
-the weights' constraints, so the standard loop of each backend (gradients
+Pruning runs in the weights' constraints (and on JAX the masks travel in
+the trainable state), so the standard loop of each backend (gradients
 for `model.trainable_variables`, then `optimizer.apply`) is all it takes.
 These tests are the recipes shown in README.md.
 """

@@ -318,6 +318,55 @@ def test_gradient_accumulation_counts_updates_not_batches():
     assert_exact_sparsity(model, 0.5)
 
 
+def test_weights_that_come_back_restart_at_zero():
+    # Sparsity falls from 0.8 to 0.5 at step 1: the 30 weights let back in
+    # are exactly zero after that step and train from the next one on.
+    @keras.saving.register_keras_serializable(package="tests")
+    class Falling(sparsity.PruningSchedule):
+        def __call__(self, step):
+            value = keras.ops.where(keras.ops.equal(step, 0), 0.8, 0.5)
+            return keras.ops.less(step, 2), keras.ops.cast(value, "float32")
+
+        def get_config(self):
+            return {}
+
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            sparsity.prune_low_magnitude(
+                L.Dense(10), pruning_schedule=Falling()
+            ),
+            L.Dense(5),
+        ]
+    )
+    compile_model(model, optimizer=keras.optimizers.SGD(0.1))
+    x, y = toy_data(num_samples=3)
+    nonzeros, kept = [], []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if keras.backend.backend() == "jax":
+                self.model.jax_state_sync()
+            _, kernel, mask = pruned_pairs(model)[0]
+            nonzeros.append(int(np.count_nonzero(kernel)))
+            kept.append(int(np.count_nonzero(mask)))
+
+    model.fit(x, y, batch_size=1, shuffle=False, verbose=0, callbacks=[Count()])
+    assert kept == [20, 50, 50]
+    assert nonzeros == [20, 20, 50]
+
+
+def test_masks_are_trainable_state_only_on_jax():
+    model = keras.Sequential(
+        [keras.Input((4,)), sparsity.prune_low_magnitude(L.Dense(3))]
+    )
+    mask = model.layers[0].masks[0]
+    on_jax = keras.backend.backend() == "jax"
+    assert mask.trainable is on_jax
+    assert any(v is mask for v in model.trainable_variables) is on_jax
+    assert any(v is mask for v in model.non_trainable_variables) is not on_jax
+
+
 def test_wrapper_names_and_masks():
     wrapper = PruneLowMagnitude(L.Dense(3, name="dense_a"))
     assert wrapper.name == "prune_low_magnitude_dense_a"
