@@ -132,6 +132,18 @@ def _applying_optimizer():
     )
 
 
+def _masked(weight, keep):
+    """`weight * keep`; on PyTorch in place, so the optimizer's assignment
+    of the result to the variable copies nothing."""
+    if keras.backend.backend() != "torch":
+        return weight * ops.cast(keep, weight.dtype)
+    import torch
+
+    value = weight.value if isinstance(weight, keras.Variable) else weight
+    with torch.no_grad():
+        return value.mul_(keep.to(value.dtype))
+
+
 @ops.custom_gradient
 def _tie_mask(outputs, mask):
     """Identity on `outputs`; the mask's gradient is the mask itself."""
@@ -353,7 +365,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return keep
 
         keep = ops.cond(should_prune, update, lambda: mask.value)
-        return weight * ops.cast(keep, weight.dtype)
+        return _masked(weight, keep)
 
     def get_config(self):
         config = super().get_config()
