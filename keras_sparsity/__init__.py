@@ -7,6 +7,8 @@ and defaults, on every Keras backend.
 from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.compressed import load_compressed
 from keras_sparsity.compressed import save_compressed
+from keras_sparsity.litert import describe_litert
+from keras_sparsity.litert import export_litert
 from keras_sparsity.policy import PruneForLatencyOnXNNPack
 from keras_sparsity.policy import PruningPolicy
 from keras_sparsity.prune import prune_low_magnitude
@@ -30,6 +32,8 @@ __all__ = [
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
+    "describe_litert",
+    "export_litert",
     "load_compressed",
     "prune_low_magnitude",
     "prune_scope",

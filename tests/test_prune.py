@@ -81,7 +81,7 @@ def test_public_api_is_exactly_the_expected_names():
         "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
         "PruneForLatencyOnXNNPack", "PruneLowMagnitude", "PruningPolicy",
         "PruningSchedule", "PruningSummaries", "UpdatePruningStep",
-        "load_compressed", "prune_low_magnitude", "prune_scope",
+        "describe_litert", "export_litert", "load_compressed", "prune_low_magnitude", "prune_scope",
         "save_compressed", "strip_pruning", "unpruned_layers",
     ])
     for name in sparsity.__all__:
