@@ -20,6 +20,7 @@ How pruning runs inside the optimizer step, on every backend:
   slots for it and never decays it.
 """
 
+import functools
 import inspect
 import math
 import numbers
@@ -130,6 +131,15 @@ def _applying_optimizer():
         "step; use `optimizer.apply_gradients`, `optimizer.apply` or "
         "`optimizer.stateless_apply`."
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _schedule_at(schedule, step):
+    """`schedule(step)` with a Python bool, evaluated once per schedule and
+    step however many weights ask (schedules are pure functions of the
+    step, and equal schedules compare equal)."""
+    should_prune, sparsity = schedule(ops.convert_to_tensor(step, "int32"))
+    return bool(should_prune), sparsity
 
 
 def _masked(weight, keep):
@@ -341,7 +351,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         mask = self.masks[index]
         # With gradient accumulation `iterations` counts real updates.
-        step = ops.cast(_applying_optimizer().iterations, "int32")
+        iterations = _applying_optimizer().iterations
+        if keras.backend.backend() == "torch":
+            step = int(ops.convert_to_numpy(iterations))
+            return self._prune_eagerly(index, weight, step)
+        step = ops.cast(iterations, "int32")
         should_prune, sparsity = self.pruning_schedule(step)
         if _MASKS_CARRIED:
             current = ops.cast(ops.greater(mask.value, 0), "float32")
@@ -365,6 +379,20 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return keep
 
         keep = ops.cond(should_prune, update, lambda: mask.value)
+        return _masked(weight, keep)
+
+    def _prune_eagerly(self, index, weight, step):
+        """`_prune_after_update` for PyTorch, which runs eagerly: the
+        schedule is read once per step in Python, and a step that does not
+        prune costs one in-place multiply."""
+        mask = self.masks[index]
+        should_prune, sparsity = _schedule_at(self.pruning_schedule, step)
+        if not should_prune:
+            return _masked(weight, mask.value)
+        masked = weight * mask.value
+        new_mask = self.compute_mask_update(index, masked, sparsity)
+        keep = mask.value * new_mask  # before the assign, which aliases
+        mask.assign(new_mask)
         return _masked(weight, keep)
 
     def get_config(self):
