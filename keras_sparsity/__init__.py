@@ -16,6 +16,7 @@ from keras_sparsity.prune import prune_scope
 from keras_sparsity.prune import strip_pruning
 from keras_sparsity.prune import unpruned_layers
 from keras_sparsity.registry import PrunableLayer
+from keras_sparsity.report import report
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
 from keras_sparsity.schedules import PruningSchedule
@@ -37,6 +38,7 @@ __all__ = [
     "load_compressed",
     "prune_low_magnitude",
     "prune_scope",
+    "report",
     "save_compressed",
     "strip_pruning",
     "unpruned_layers",

@@ -27,6 +27,7 @@ import numpy as np
 
 from keras_sparsity import coding
 from keras_sparsity.callbacks import pruning_wrappers
+
 # `compressed.VALUES` stays public: the accepted `values`.
 from keras_sparsity.coding import VALUES  # noqa: F401
 from keras_sparsity.prune import strip_pruning
@@ -64,7 +65,8 @@ def save_compressed(model, path, values="float32"):
         A dict: `dense_keras_bytes` (the same weights as a `.keras` file,
         without optimizer state), `compressed_bytes`, `ratio` (dense over
         compressed), `information_bound_bytes` (see
-        `information_bound_bytes`) and `bound_ratio`, and `weights`, one
+        `information_bound_bytes`) and `bound_ratio` (None when the bound
+        is 0: all weights zero), and `weights`, one
         dict per tensor of Keras' weights file: its `path` there
         (`"layers/dense/vars/0"`, the layer's first variable), the `layer`
         name, encoding, stored bytes and the largest
@@ -109,7 +111,7 @@ def save_compressed(model, path, values="float32"):
         "compressed_bytes": compressed,
         "ratio": dense / compressed,
         "information_bound_bytes": bound,
-        "bound_ratio": dense / bound,
+        "bound_ratio": dense / bound if bound else None,  # all zero
         "weights": [
             {
                 "path": meta["path"],

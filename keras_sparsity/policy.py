@@ -12,7 +12,7 @@ import functools
 
 import keras
 
-from keras_sparsity.prune import _is_graph_model
+from keras_sparsity.prune import is_graph_model
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers
@@ -122,7 +122,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def ensure_model_supports_pruning(self, model):
         """Raises `ValueError` unless `model` fits XNNPACK's sparse path."""
-        if not _is_graph_model(model):
+        if not is_graph_model(model):
             raise ValueError(
                 f"{SUBCLASSED_ERROR} Build the model with keras.Sequential "
                 "or the functional API. Received: model of type "
@@ -357,7 +357,7 @@ class _Graph:
         }
         for node in _nodes_in_order(model.outputs, source_of):
             sources = [source_of[id(t)] for t in node.input_tensors]
-            if _is_graph_model(node.operation):
+            if is_graph_model(node.operation):
                 outputs = self._add_model(
                     node.operation, context + (node,), sources
                 )

@@ -21,7 +21,7 @@ from keras_sparsity.wrapper import check_layer
 from keras_sparsity.wrapper import check_pruning_params
 
 
-def _is_graph_model(model):
+def is_graph_model(model):
     """True for Sequential and Functional models (which can be cloned)."""
     from keras.src.models.functional import Functional
 
@@ -210,7 +210,7 @@ class _Pruner:
         return pruned
 
     def _model(self, model):
-        if _is_graph_model(model):
+        if is_graph_model(model):
             return _clone(model, self._clone_layer)
         copy = surgery.rebuilt_copy(model, "to_prune")
         copy.set_weights(model.get_weights())
@@ -251,7 +251,7 @@ class _Pruner:
                 continue
             if id(child) in done:
                 surgery.replace(parent, child, done[id(child)])
-            elif isinstance(child, keras.Model) and _is_graph_model(child):
+            elif isinstance(child, keras.Model) and is_graph_model(child):
                 done[id(child)] = self._model(child)
                 surgery.replace(parent, child, done[id(child)])
             elif not isinstance(child, keras.Model) and self._wants(child):
@@ -321,7 +321,7 @@ def strip_pruning(model):
 
 
 def _strip_model(model):
-    if _is_graph_model(model):
+    if is_graph_model(model):
         return _clone(model, _strip_layer)
     copy = surgery.rebuilt_copy(model, "model")
     _transfer_stripped(model, copy)
@@ -349,7 +349,7 @@ def _transfer_stripped(source, target):
     for child, plain in zip(surgery.children(source), surgery.children(target)):
         if isinstance(child, PruneLowMagnitude):
             plain.set_weights(_masked_weights(child))
-        elif _is_graph_model(child):
+        elif is_graph_model(child):
             plain.set_weights(_strip_model(child).get_weights())
         else:
             _transfer_stripped(child, plain)

@@ -439,3 +439,13 @@ def test_plain_keras_file_is_not_mistaken_for_a_compressed_one(tmp_path):
     small_model().save(path)
     with pytest.raises(ValueError, match="no compressed.json manifest"):
         sparsity.load_compressed(path)
+
+
+def test_a_model_of_only_zeros_saves_and_loads(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.set_weights([np.zeros((4, 3), "float32"), np.zeros(3, "float32")])
+    info = sparsity.save_compressed(model, tmp_path / "zeros.sparse")
+    assert info["information_bound_bytes"] == 0
+    assert info["bound_ratio"] is None
+    loaded = sparsity.load_compressed(tmp_path / "zeros.sparse")
+    assert not np.any(to_numpy(loaded.layers[0].kernel))

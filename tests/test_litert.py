@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 import warnings
@@ -227,3 +228,19 @@ def test_missing_tensorflow_names_the_extra_to_install(monkeypatch, tmp_path):
         export_litert(model, tmp_path / "m.tflite")
     with pytest.raises(ImportError, match=hint):
         describe_litert(tmp_path / "any.tflite")
+
+
+def test_cli_report_of_a_tflite_file_shows_the_sparse_kernels(
+    dense_export, capsys
+):
+    from keras_sparsity.cli import main
+
+    _, info = dense_export
+    assert main(["report", info["path"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(info))
+    assert main(["report", info["path"]]) == 0
+    text = capsys.readouterr().out
+    assert text.count("│ sparse ") == 2
+    assert "FULLY_CONNECTED" in text
+    assert main(["report", info["path"], "--plot", "x.png"]) == 2
+    assert "--plot needs" in capsys.readouterr().err

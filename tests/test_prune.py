@@ -81,8 +81,9 @@ def test_public_api_is_exactly_the_expected_names():
         "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
         "PruneForLatencyOnXNNPack", "PruneLowMagnitude", "PruningPolicy",
         "PruningSchedule", "PruningSummaries", "UpdatePruningStep",
-        "describe_litert", "export_litert", "load_compressed", "prune_low_magnitude", "prune_scope",
-        "save_compressed", "strip_pruning", "unpruned_layers",
+        "describe_litert", "export_litert", "load_compressed",
+        "prune_low_magnitude", "prune_scope", "report", "save_compressed",
+        "strip_pruning", "unpruned_layers",
     ])
     for name in sparsity.__all__:
         assert getattr(sparsity, name).__doc__
