@@ -27,4 +27,35 @@ test: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TFMOT_VENV) build *.egg-info
+
+# Benchmarks: `make bench` writes benchmarks/results/<script>.md (under 30
+# minutes on 2 cores); `make bench-quick` is a smoke run of every script
+# (jax only, no TFMOT, under 3 minutes) into benchmarks/results/quick/.
+.PHONY: bench bench-quick
+TFMOT_VENV := .venv-tfmot
+TFMOT_STAMP := $(TFMOT_VENV)/.installed
+RESULTS := benchmarks/results
+BENCH_SCRIPTS := tfmot_recipe bench_compression overview mask_update train_overhead
+
+# TFMOT runs on Keras 2 (tf_keras) in a virtualenv of its own, with
+# TF_USE_LEGACY_KERAS=1 (benchmarks/tfmot_recipe.py sets it).
+$(TFMOT_STAMP):
+	$(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install --quiet tensorflow-cpu==2.21.0 \
+		tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 numpy==2.4.6
+	touch $(TFMOT_STAMP)
+
+bench: $(STAMP) $(TFMOT_STAMP)
+	@mkdir -p $(RESULTS)
+	@set -e; for s in $(BENCH_SCRIPTS); do \
+		echo "=== benchmarks/$$s.py"; \
+		$(PY) benchmarks/$$s.py --out $(RESULTS)/$$s.md; \
+	done
+
+bench-quick: $(STAMP)
+	@mkdir -p $(RESULTS)/quick
+	@set -e; for s in $(BENCH_SCRIPTS); do \
+		echo "=== benchmarks/$$s.py --quick"; \
+		$(PY) benchmarks/$$s.py --quick --out $(RESULTS)/quick/$$s.md; \
+	done

@@ -30,10 +30,10 @@ LiteRT is fastest on `tensorflow`, where it runs in this process):
 Usage (from the repository root):
 
 ```
-KERAS_BACKEND=tensorflow python benchmarks/compression.py
-KERAS_BACKEND=tensorflow python benchmarks/compression.py --quick
-python benchmarks/compression.py --out compression.md  # also a file
-python benchmarks/compression.py --threads 2 --repeats 31
+KERAS_BACKEND=tensorflow python benchmarks/bench_compression.py
+KERAS_BACKEND=tensorflow python benchmarks/bench_compression.py --quick
+python benchmarks/bench_compression.py --out compression.md  # also a file
+python benchmarks/bench_compression.py --threads 2 --repeats 31
 ```
 """
 

@@ -65,6 +65,7 @@ import gzip
 import json
 import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -371,16 +372,22 @@ def print_table(results, revision):
     print(f"commit {revision}; " + "; ".join(versions))
 
 
-def print_markdown(results):
-    print(
+def markdown(results, revision):
+    """The results as a Markdown table, headed by machine, versions, date."""
+    versions = "; ".join(sorted({r["versions"] for r in results}))
+    lines = [
+        f"Training step time, pruned vs dense ({time.strftime('%Y-%m-%d')}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, commit {revision}; "
+        f"{versions})",
+        "",
         "| backend | model | jit | method | dense ms/step (min/med/max) "
         "| pruned ms/step (min/med/max) | ratio of medians "
         "| ratio of mins "
-        "| mask-update step, extra ms | updates' share of ratio |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        "| mask-update step, extra ms | updates' share of ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        print(
+        lines.append(
             f"| {r['backend']} | {r['model']} | {r['jit_compile']} "
             f"| {r['method']} "
             f"| {_range(r['dense_ms'])} | {_range(r['pruned_ms'])} "
@@ -388,6 +395,7 @@ def print_markdown(results):
             f"| {r['update_extra_ms']:.1f} "
             f"| {r['update_share']:+.3f} |"
         )
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
@@ -430,6 +438,10 @@ def parse_args(argv=None):
         "--markdown", action="store_true",
         help="Also print the Markdown table rows for BENCHMARKS.md.",
     )
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="Also write the Markdown table to this file.",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -456,9 +468,13 @@ def main(argv=None):
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
         results.extend(spawn_backend(backend, args))
     print_table(results, revision)
+    table = markdown(results, revision)
     if args.markdown:
         print()
-        print_markdown(results)
+        print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
 
 
 if __name__ == "__main__":
