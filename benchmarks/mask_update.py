@@ -108,7 +108,10 @@ def compiled(function):
 
     def run(*args):
         with torch.no_grad():
-            return function(*args)
+            result = function(*args)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # CUDA calls return before they finish
+        return result
 
     return run
 

@@ -22,7 +22,14 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_fit.py")
 )
 def test_data_parallel_fit_gives_the_single_device_masks(tmp_path):
     out = os.fspath(tmp_path / "masks.npz")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    # Two virtual CPU devices, also on a machine with one GPU (which JAX
+    # would pick, and TensorFlow would add as a third replica).
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        CUDA_VISIBLE_DEVICES="",
+    )
     done = subprocess.run(
         [sys.executable, SCRIPT, out],
         env=env,
