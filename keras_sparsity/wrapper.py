@@ -359,15 +359,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         should_prune, sparsity = self.pruning_schedule(step)
         if _MASKS_CARRIED:
             current = ops.cast(ops.greater(mask.value, 0), "float32")
+            masked = weight * ops.cast(current, weight.dtype)
             new_mask = ops.cond(
                 should_prune,
-                lambda: self.compute_mask_update(
-                    index, weight * ops.cast(current, weight.dtype), sparsity
-                ),
+                lambda: self.compute_mask_update(index, masked, sparsity),
                 lambda: current,
             )
             mask.assign(new_mask)
-            return weight * ops.cast(current * new_mask, weight.dtype)
+            return masked * ops.cast(new_mask, weight.dtype)
 
         def update():
             # Returns old * new: a weight that comes back restarts at zero.
