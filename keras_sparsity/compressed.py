@@ -27,6 +27,8 @@ import numpy as np
 
 from keras_sparsity import coding
 from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.checks import check_built_model
+from keras_sparsity.checks import check_path
 
 # `compressed.VALUES` stays public: the accepted `values`.
 from keras_sparsity.coding import VALUES  # noqa: F401
@@ -83,7 +85,7 @@ def save_compressed(model, path, values="float32"):
     ```
     """
     coding.check_values(values)
-    path = _check_path(path)
+    path = check_path(path)
     model = _plain_model(model)
     entries, groups, tensors = _keras_contents(model)
     encoded = []
@@ -149,7 +151,7 @@ def load_compressed(path, *, custom_objects=None, compile=True):
 
     Example: `model = sparsity.load_compressed("m.zip")`
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No compressed model at {path!r}: the file does not exist."
@@ -229,27 +231,8 @@ def information_bound_bytes(model, values="float32"):
 # Input checks.
 
 
-def _check_path(path):
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            "Argument `path` must be a str or os.PathLike. "
-            f"Received: path={path!r} of type {type(path).__name__}"
-        )
-    return os.fspath(path)
-
-
 def _plain_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a keras.Model. Received: model of "
-            f"type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "Argument `model` must be built, so that it has weights to "
-            "save: call it on data or call `model.build(input_shape)`. "
-            f"Received: model={model.name!r}, not built"
-        )
+    check_built_model(model, "save")
     return strip_pruning(model) if pruning_wrappers(model) else model
 
 

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 
 from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.checks import check_built_model
+from keras_sparsity.checks import check_path
 from keras_sparsity.prune import strip_pruning
 
 _SUFFIX = ".tflite"
@@ -87,7 +89,7 @@ def export_litert(model, path):
     print([t["shape"] for t in info["tensors"] if t["sparse"]])
     ```
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not path.endswith(_SUFFIX):
         raise ValueError(
             "Argument `path` must end in '.tflite', the extension LiteRT "
@@ -151,7 +153,7 @@ def describe_litert(path):
     print(info["ops"], [t["shape"] for t in info["tensors"] if t["sparse"]])
     ```
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No LiteRT file at {path!r}: the file does not exist."
@@ -203,27 +205,8 @@ def describe_litert(path):
 # Input checks.
 
 
-def _check_path(path):
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            "Argument `path` must be a str or os.PathLike. "
-            f"Received: path={path!r} of type {type(path).__name__}"
-        )
-    return os.fspath(path)
-
-
 def _plain_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a keras.Model. Received: model of "
-            f"type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "Argument `model` must be built, so that it has weights to "
-            "export: call it on data or call `model.build(input_shape)`. "
-            f"Received: model={model.name!r}, not built"
-        )
+    check_built_model(model, "export")
     return strip_pruning(model) if pruning_wrappers(model) else model
 
 

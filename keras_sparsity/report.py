@@ -28,6 +28,7 @@ from keras_sparsity import registry
 from keras_sparsity import runtimes
 from keras_sparsity import surgery
 from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.checks import check_built_model
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers
@@ -197,17 +198,7 @@ def report(model, *, sizes=True):
     print(info.rows[0].pattern, info.verdicts[0].reason)
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a keras.Model. Received: model of "
-            f"type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "Argument `model` must be built, so that its weights exist: call "
-            "it on data or call `model.build(input_shape)`. Received: "
-            f"model={model.name!r}, not built"
-        )
+    check_built_model(model, "report")
     if not isinstance(sizes, bool):
         raise TypeError(
             f"Argument `sizes` must be True or False. Received: sizes={sizes!r}"
