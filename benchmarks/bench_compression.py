@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from provenance import revision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -287,21 +287,6 @@ def latency_tables(widths, files, rows, args):
     return lines
 
 
-def _revision():
-    """The repository's commit, marked `-dirty` with uncommitted changes."""
-    try:
-        completed = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return completed.stdout.strip()
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -354,7 +339,7 @@ def main(argv=None):
     lines = [
         f"Keras {keras.__version__} on {keras.backend.backend()}, "
         f"TensorFlow {tf.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, commit {_revision()}"
+        f"{os.cpu_count()} CPUs, commit {revision()}"
         + (", --quick" if args.quick else ""),
         "",
         *size_tables(mlp, sizes),

@@ -52,6 +52,9 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import machine
+from provenance import revision
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("jax", "tensorflow", "torch")
 # name -> (number of Dense layers, units): square kernels units x units.
@@ -233,36 +236,6 @@ def table(results):
         )
     lines.append(TFMOT_REFERENCE)
     return "\n".join(lines)
-
-
-def machine():
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            memory = int(f.readline().split()[1]) / 2**20
-    except (OSError, ValueError, IndexError):
-        return f"{os.cpu_count()} CPUs ({cpu})"
-    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB memory"
-
-
-def revision():
-    """The repository's commit, marked `-dirty` with uncommitted changes."""
-    try:
-        completed = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return completed.stdout.strip()
 
 
 def markdown(results, args, seconds):

@@ -41,10 +41,12 @@ import datetime
 import importlib
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from provenance import machine
+from provenance import revision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
@@ -248,36 +250,6 @@ def timing_table(classifiers, language):
         for variant, result in results.items():
             lines.append(f"| {name} | {variant} | {result['seconds']:.1f} s |")
     return "\n".join(lines)
-
-
-def machine():
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            memory = int(f.readline().split()[1]) / 2**20
-    except (OSError, ValueError, IndexError):
-        return f"{os.cpu_count()} CPUs ({cpu})"
-    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB memory"
-
-
-def revision():
-    """The repository's commit, marked `-dirty` with uncommitted changes."""
-    try:
-        completed = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return completed.stdout.strip()
 
 
 def markdown(classifiers, language, versions, args, seconds, loads):

@@ -39,12 +39,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine
+from provenance import revision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER = REPO_ROOT / "benchmarks" / "tfmot_worker.py"
@@ -335,37 +337,6 @@ def bound_check(results):
     )
 
 
-def _machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        with open("/proc/meminfo") as f:
-            kib = int(f.readline().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB memory"
-    except (OSError, ValueError, IndexError):
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}"
-
-
-def _revision():
-    try:
-        completed = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
-            capture_output=True, text=True, check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return completed.stdout.strip()
-
-
 def _versions(results):
     lines = []
     for result in results:
@@ -387,7 +358,7 @@ def markdown(results, args, seconds, loads):
     )
     kernels = "; ".join(f"{m}: {KERNELS[m]}" for m in args.models)
     header = (
-        f"{when}, {mode}, commit {_revision()}, {_machine()}; 1-min load "
+        f"{when}, {mode}, commit {revision()}, {machine()}; 1-min load "
         f"average {loads[0]:.1f} before, {loads[1]:.1f} after; "
         f"{seconds / 60:.1f} min in all.\n\nMNIST t10k split, "
         f"{plan['num_train']:,} train / {plan['num_test']:,} test (seed "

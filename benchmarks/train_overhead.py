@@ -65,7 +65,6 @@ import gzip
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -73,6 +72,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import machine
+from provenance import revision
 
 BACKENDS = ("jax", "tensorflow", "torch")
 MODELS = ("cnn", "mlp")
@@ -324,18 +325,6 @@ def _range(stats):
     return f"{stats['min']:.2f}/{stats['median']:.2f}/{stats['max']:.2f}"
 
 
-def _revision():
-    """The repository's commit, marked `-dirty` with uncommitted changes."""
-    try:
-        completed = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
-            capture_output=True, text=True, check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return completed.stdout.strip()
-
-
 def print_table(results, revision):
     header = (
         f"{'backend':<11}{'model':<6}{'jit':<6}{'method':<15}"
@@ -377,7 +366,7 @@ def markdown(results, revision):
     versions = "; ".join(sorted({r["versions"] for r in results}))
     lines = [
         f"Training step time, pruned vs dense ({time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, commit {revision}; "
+        f"{machine()}, commit {revision}; "
         f"{versions})",
         "",
         "| backend | model | jit | method | dense ms/step (min/med/max) "
@@ -462,13 +451,13 @@ def main(argv=None):
         (args.backend,) = args.backend
         run_backend(args)
         return
-    revision = _revision()
+    commit = revision()
     results = []
     for backend in args.backend:
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
         results.extend(spawn_backend(backend, args))
-    print_table(results, revision)
-    table = markdown(results, revision)
+    print_table(results, commit)
+    table = markdown(results, commit)
     if args.markdown:
         print()
         print(table)
