@@ -16,8 +16,9 @@ How pruning runs inside the optimizer step, on every backend:
   `overwrite_with_gradient=True` (the mechanism Keras uses for float8
   scales): the forward pass ties it to the layer output with a custom
   gradient whose value is the mask itself, the optimizer writes it back
-  (scaled by the number of calls, undone by reading `mask > 0`), keeps no
-  slots for it and never decays it.
+  (times the number of calls in the forward pass; for a layer called more
+  than once this is undone by reading `mask > 0`), keeps no slots for it
+  and never decays it.
 """
 
 import functools
@@ -166,6 +167,27 @@ def _tie_mask(outputs, mask):
     return outputs, grad
 
 
+class _TieCounter:
+    """How many times a wrapper tied its masks in the latest forward pass.
+
+    The optimizer writes back the sum of the ties' gradients, k * mask for
+    k ties. With one tie (the usual case) the mask comes back exactly 0/1
+    and needs no `mask > 0` pass, which costs a full pass over the kernel
+    every step under XLA. Calls of one forward pass (one trace under
+    `jit`) all read the same mask value object, which tells passes apart;
+    the counter holds that object so its identity cannot be reused.
+    """
+
+    def __init__(self):
+        self.value = None
+        self.calls = 0
+
+    def count(self, value):
+        if value is not self.value:
+            self.value, self.calls = value, 0
+        self.calls += 1
+
+
 class _PruningConstraint:
     """Runs after each optimizer update of one prunable weight."""
 
@@ -247,6 +269,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self._pruned = []
         self.masks = []
+        self._ties = _TieCounter()
 
     def __call__(self, *args, **kwargs):
         if not self.layer.built:
@@ -306,6 +329,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         outputs = self.layer(inputs, *args, **kwargs)
         if training is False or not self.masks or not _MASKS_CARRIED:
             return outputs
+        self._ties.count(self.masks[0].value)
         flat = keras.tree.flatten(outputs)
         tied = flat[0]
         for mask in self.masks:
@@ -358,7 +382,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         step = ops.cast(iterations, "int32")
         should_prune, sparsity = self.pruning_schedule(step)
         if _MASKS_CARRIED:
-            current = ops.cast(ops.greater(mask.value, 0), "float32")
+            if self._ties.calls == 1:
+                current = mask.value  # exactly the 0/1 mask
+            else:  # k ties gave the optimizer k * mask
+                current = ops.cast(ops.greater(mask.value, 0), "float32")
             masked = weight * ops.cast(current, weight.dtype)
             new_mask = ops.cond(
                 should_prune,
