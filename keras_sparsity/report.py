@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_sparsity import compressed
+from keras_sparsity import macs
 from keras_sparsity import registry
 from keras_sparsity import runtimes
 from keras_sparsity import surgery
@@ -321,8 +322,7 @@ def _found_weights(model):
 
 
 def _layer_weights(layer, masks):
-    described = {}
-    _describe(layer, _input_shape(layer), "", 1, described)
+    described = macs.weight_uses(layer)
     found = []
     for index, pruned in enumerate(registry.prunable_weights(layer)):
         variable = pruned.variable
@@ -338,142 +338,6 @@ def _layer_weights(layer, masks):
             )
         )
     return found
-
-
-def _input_shape(layer):
-    config = layer.get_build_config() or {}
-    shape = config.get("input_shape")
-    if isinstance(shape, (list, tuple)) and all(
-        d is None or isinstance(d, int) for d in shape
-    ):
-        return tuple(shape)
-    return None
-
-
-def _product(dims):
-    """Product of sizes, or None if any is unknown."""
-    if dims is None or any(d is None for d in dims):
-        return None
-    return math.prod(dims)
-
-
-def _times(positions, repeat):
-    return None if positions is None or repeat is None else positions * repeat
-
-
-def _describe(layer, shape, prefix, repeat, out):
-    """Fills `out[id(variable)] = (label, operation, positions)`.
-
-    `positions` is how often each weight is multiplied per example: output
-    positions of a convolution, time steps of a recurrent kernel, tokens
-    of a Dense layer applied to a sequence.
-    """
-
-    def add(variable, operation, positions, name=None):
-        label = prefix + (name or variable.name)
-        out[id(variable)] = (label, operation, _times(positions, repeat))
-
-    if isinstance(layer, L.Bidirectional):
-        for direction in (layer.forward_layer, layer.backward_layer):
-            _describe(direction, shape, f"{direction.name}/", repeat, out)
-    elif isinstance(layer, L.TimeDistributed):
-        steps = None if shape is None else shape[1]
-        inner = layer.layer
-        _describe(
-            inner, _input_shape(inner), prefix, _times(steps, repeat), out
-        )
-    elif isinstance(layer, L.RNN):
-        positions = None if shape is None else shape[1]
-        operation = "recurrent"
-        if isinstance(layer, (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D)):
-            operation = "conv_recurrent"
-            positions = _times(positions, _conv_rnn_positions(layer, shape))
-        cells = getattr(layer.cell, "cells", [layer.cell])
-        for cell in cells:
-            cell_prefix = f"{cell.name}/" if len(cells) > 1 else ""
-            for variable in (cell.kernel, cell.recurrent_kernel):
-                add(variable, operation, positions, cell_prefix + variable.name)
-    elif isinstance(layer, L.MultiHeadAttention):
-        _describe_attention(layer, prefix, repeat, out)
-    elif isinstance(layer, L.EinsumDense):
-        add(layer.kernel, "einsum", _einsum_positions(layer, shape))
-    elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        positions = _conv_positions(layer, shape, transposed=False)
-        add(layer.depthwise_kernel, "depthwise", positions)
-        add(layer.pointwise_kernel, "conv", positions)
-    elif isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        add(layer.kernel, "depthwise", _conv_positions(layer, shape, False))
-    elif isinstance(
-        layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-    ):
-        add(layer.kernel, "conv_transpose", _conv_positions(layer, shape, True))
-    elif isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
-        add(layer.kernel, "conv", _conv_positions(layer, shape, False))
-    elif isinstance(layer, L.Embedding):
-        add(layer.embeddings, "embedding", 0)
-    elif isinstance(layer, L.Dense):
-        positions = None if shape is None else _product(shape[1:-1])
-        add(layer.kernel, "dense", positions)
-
-
-def _describe_attention(layer, prefix, repeat, out):
-    shapes = (layer.get_build_config() or {}).get("shapes_dict", {})
-    query = shapes.get("query_shape")
-    value = shapes.get("value_shape")
-    key = shapes.get("key_shape") or value
-    for dense, shape in (
-        (layer.query_dense, query),
-        (layer.key_dense, key),
-        (layer.value_dense, value),
-        (layer.output_dense, query),
-    ):
-        positions = None if shape is None else _product(shape[1:-1])
-        out[id(dense.kernel)] = (
-            f"{prefix}{dense.name}/{dense.kernel.name}",
-            "einsum",
-            _times(positions, repeat),
-        )
-
-
-def _einsum_positions(layer, shape):
-    """Sizes of the input's letters that the kernel lacks, batch excluded."""
-    if shape is None:
-        return None
-    inputs = layer.equation.split("->")[0]
-    letters, kernel = inputs.split(",")
-    if len(letters) != len(shape):
-        return None
-    return _product(
-        [
-            size
-            for letter, size in zip(letters[1:], shape[1:])
-            if letter not in kernel
-        ]
-    )
-
-
-def _conv_positions(layer, shape, transposed):
-    """Output positions (input positions for a transposed convolution)."""
-    if shape is None:
-        return None
-    if not transposed:
-        shape = tuple(layer.compute_output_shape(shape))
-    return _product(_spatial(shape, layer.data_format))
-
-
-def _spatial(shape, data_format):
-    return shape[1:-1] if data_format == "channels_last" else shape[2:]
-
-
-def _conv_rnn_positions(layer, shape):
-    if shape is None:
-        return None
-    output = layer.compute_output_shape(shape)
-    if isinstance(output, list):
-        output = output[0]
-    rank = len(shape) - 3
-    # (T,) + spatial with return_sequences, spatial alone otherwise.
-    return _product(_spatial(tuple(output), layer.cell.data_format)[-rank:])
 
 
 # One row.
@@ -493,7 +357,7 @@ def _row(found):
     if groups is not None and found.operation not in ("depthwise", "embedding"):
         num_inputs = groups.shape[1]
         empty_inputs = int(np.sum(~groups.any(axis=(0, 2))))
-    dense_macs = _times(found.positions, size)
+    dense_macs = macs.multiply_accumulates(found.positions, size)
     return WeightRow(
         layer=found.layer,
         weight=found.label,
@@ -514,7 +378,7 @@ def _row(found):
         empty_inputs=empty_inputs,
         num_inputs=num_inputs,
         dense_macs=dense_macs,
-        sparse_macs=_times(found.positions, nonzeros),
+        sparse_macs=macs.multiply_accumulates(found.positions, nonzeros),
     )
 
 
