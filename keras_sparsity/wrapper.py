@@ -395,31 +395,35 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             mask.assign(new_mask)
             return masked * ops.cast(new_mask, weight.dtype)
 
-        def update():
-            # Returns old * new: a weight that comes back restarts at zero.
-            old = mask.value
-            masked = weight * ops.cast(old, weight.dtype)
-            new_mask = self.compute_mask_update(index, masked, sparsity)
-            keep = old * new_mask  # before the assign: torch aliases `old`
-            mask.assign(new_mask)
-            return keep
-
-        keep = ops.cond(should_prune, update, lambda: mask.value)
+        keep = ops.cond(
+            should_prune,
+            lambda: self._reassign_mask(index, weight, sparsity),
+            lambda: mask.value,
+        )
         return _masked(weight, keep)
 
     def _prune_eagerly(self, index, weight, step):
         """`_prune_after_update` for PyTorch, which runs eagerly: the
         schedule is read once per step in Python, and a step that does not
         prune costs one in-place multiply."""
-        mask = self.masks[index]
         should_prune, sparsity = _schedule_at(self.pruning_schedule, step)
-        if not should_prune:
-            return _masked(weight, mask.value)
-        masked = weight * mask.value
-        new_mask = self.compute_mask_update(index, masked, sparsity)
-        keep = mask.value * new_mask  # before the assign, which aliases
-        mask.assign(new_mask)
+        if should_prune:
+            keep = self._reassign_mask(index, weight, sparsity)
+        else:
+            keep = self.masks[index].value
         return _masked(weight, keep)
+
+    def _reassign_mask(self, index, weight, sparsity):
+        """Assigns the new mask of a variable-held mask (TensorFlow,
+        PyTorch); returns old * new, so a weight that comes back restarts
+        at zero."""
+        mask = self.masks[index]
+        old = mask.value
+        masked = weight * ops.cast(old, weight.dtype)
+        new_mask = self.compute_mask_update(index, masked, sparsity)
+        keep = old * new_mask  # before the assign: torch aliases `old`
+        mask.assign(new_mask)
+        return keep
 
     def get_config(self):
         config = super().get_config()
