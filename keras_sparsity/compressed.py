@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_sparsity import coding
+from keras_sparsity import files
 from keras_sparsity.callbacks import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_path
@@ -100,7 +101,10 @@ def save_compressed(model, path, values="float32"):
         "tensors": [meta for meta, _, _ in encoded],
     }
     blob = b"".join(payload for _, payload, _ in encoded)
-    _write_atomically(path, _zip_bytes(entries, manifest, blob))
+    data = _zip_bytes(entries, manifest, blob)
+    with files.replacing(path) as temporary:
+        with open(temporary, "wb") as file:
+            file.write(data)
 
     dense = len(_dense_keras(entries, groups, tensors))
     compressed = os.path.getsize(path)
@@ -310,25 +314,6 @@ def _zip_bytes(entries, manifest, blob):
             archive.writestr(name, data)
         archive.writestr(_BLOB, blob, compress_type=zipfile.ZIP_STORED)
     return buffer.getvalue()
-
-
-def _write_atomically(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 class _Unreadable(ValueError):

@@ -24,6 +24,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_sparsity import files
 from keras_sparsity.callbacks import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_path
@@ -100,24 +101,11 @@ def export_litert(model, path):
     objects = None
     if keras.backend.backend() != "tensorflow":
         objects = _custom_objects(model)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(path)),
-        prefix=f".{os.path.basename(path)}.",
-        suffix=_SUFFIX,
-    )
-    os.close(descriptor)
-    try:
+    with files.replacing(path, suffix=_SUFFIX) as temporary:
         if objects is None:
             _convert_here(model, temporary, tf)
         else:
             _convert_in_tensorflow_process(model, temporary, objects)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
     return describe_litert(path)
 
 
