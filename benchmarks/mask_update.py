@@ -43,15 +43,15 @@ Usage (from the repository root):
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from backend_runs import print_result
+from backend_runs import run_child
 from provenance import machine
 from provenance import revision
 
@@ -60,7 +60,6 @@ BACKENDS = ("jax", "tensorflow", "torch")
 # name -> (number of Dense layers, units): square kernels units x units.
 MODELS = {"10M": (10, 1024), "100M": (6, 4096)}
 SPARSITY = 0.8
-RESULT_PREFIX = "RESULT "
 COMPILED_AS = {
     "jax": "jax.jit (XLA)",
     "tensorflow": "tf.function (no XLA)",
@@ -181,7 +180,7 @@ def run_backend(args):
         result = measure(name, args.repeats[name])
         result["backend"] = args.backend
         result["versions"] = versions
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        print_result(result)
 
 
 def spawn_backend(backend, args):
@@ -197,19 +196,7 @@ def spawn_backend(backend, args):
     ]
     if args.quick:
         command.append("--quick")
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(
-        command, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"The {backend} run failed with exit code {completed.returncode}."
-        )
-    return [
-        json.loads(line[len(RESULT_PREFIX) :])
-        for line in completed.stdout.splitlines()
-        if line.startswith(RESULT_PREFIX)
-    ]
+    return run_child(command, backend)
 
 
 def _stats(times):

@@ -62,16 +62,16 @@ used for training, as in the TFMOT anchors of this project.
 
 import argparse
 import gzip
-import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from backend_runs import print_result
+from backend_runs import run_child
 from provenance import machine
 from provenance import revision
 
@@ -82,7 +82,6 @@ NUM_TRAIN = 8000
 SEED = 0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
-RESULT_PREFIX = "RESULT "
 PLAIN_STEP = 1000
 
 
@@ -289,7 +288,7 @@ def run_backend(args):
     for name in args.models:
         result = measure_model(name, x, y, args)
         result["versions"] = versions
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        print_result(result)
 
 
 def spawn_backend(backend, args):
@@ -306,19 +305,7 @@ def spawn_backend(backend, args):
         "--method", args.method,
         "--child",
     ]
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(
-        command, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"The {backend} run failed with exit code {completed.returncode}."
-        )
-    return [
-        json.loads(line[len(RESULT_PREFIX):])
-        for line in completed.stdout.splitlines()
-        if line.startswith(RESULT_PREFIX)
-    ]
+    return run_child(command, backend)
 
 
 def _range(stats):
