@@ -40,6 +40,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 from datasets import load_mnist  # noqa: E402
 from mnist_cnn import BUILDERS  # noqa: E402
+from mnist_cnn import accuracy  # noqa: E402
+from mnist_cnn import compile_model  # noqa: E402
 
 LIBRARIES = ("keras_sparsity", "tfmot")
 BATCH_SIZE = 128
@@ -195,19 +197,6 @@ def train(model, x, y, orders, callbacks):
             callbacks=callbacks,
         )
     return time.perf_counter() - start
-
-
-def compile_model(keras, model):
-    model.compile(
-        optimizer=keras.optimizers.Adam(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-
-
-def accuracy(model, x, y):
-    logits = model.predict(x, batch_size=1024, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
 def summary_ms(seconds):
