@@ -4,16 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := jax tensorflow torch
+HUB_PACKAGES := keras-hub==0.32.0 regex==2026.11.19 tokenizers==0.23.3
 
 .PHONY: venv demo test lint clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch==2.13.0 exactly: the CPU wheel cached on these machines.
 	$(PY) -m pip install --quiet -e ".[jax,tensorflow,torch,dev]"
+	# KerasHub without its declared dependencies: they pull the full
+	# `tensorflow` wheel (through tensorflow-text) beside tensorflow-cpu;
+	# importing it needs only regex and tokenizers.
+	$(PY) -m pip install --quiet --no-deps $(HUB_PACKAGES)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,20 +7,21 @@ and defaults, on every Keras backend.
 from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.compressed import load_compressed
 from keras_sparsity.compressed import save_compressed
+from keras_sparsity.engine import SparsityOptimizer
 from keras_sparsity.litert import describe_litert
 from keras_sparsity.litert import export_litert
 from keras_sparsity.policy import PruneForLatencyOnXNNPack
 from keras_sparsity.policy import PruningPolicy
 from keras_sparsity.prune import prune_low_magnitude
 from keras_sparsity.prune import prune_scope
-from keras_sparsity.prune import strip_pruning
-from keras_sparsity.prune import unpruned_layers
 from keras_sparsity.registry import PrunableLayer
 from keras_sparsity.report import report
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
 from keras_sparsity.schedules import PruningSchedule
+from keras_sparsity.strip import strip_pruning
 from keras_sparsity.summaries import PruningSummaries
+from keras_sparsity.walk import unpruned_layers
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "SparsityOptimizer",
     "UpdatePruningStep",
     "describe_litert",
     "export_litert",

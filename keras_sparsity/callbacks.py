@@ -4,32 +4,29 @@ import warnings
 
 import keras
 
-from keras_sparsity.wrapper import PruneLowMagnitude
-
-
-def pruning_wrappers(model):
-    """Every `PruneLowMagnitude` layer in `model`, nested models included."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, PruneLowMagnitude)
-    ]
+from keras_sparsity.engine import ensure_engine
+from keras_sparsity.walk import pruning_wrappers
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Accepted for drop-in compatibility with TFMOT; pruning needs no callback.
+    """Makes sure the optimizer prunes; kept from TFMOT's workflow.
 
     In TFMOT this callback advanced a per-layer step counter and training
     failed without it. Here the schedule follows `optimizer.iterations` and
-    masks are applied inside the optimizer step, so training prunes the
-    same with or without this callback. It only checks, when training
-    starts, that the model contains pruned layers, and warns otherwise.
+    masks are applied by `SparsityOptimizer` inside the optimizer step.
+    Models returned by `prune_low_magnitude` get that optimizer when
+    compiled and need no callback. For a model assembled from pruned
+    layers and compiled with a plain optimizer, this callback wraps the
+    optimizer when training starts. It warns if the model has no pruned
+    layers.
 
     Example: `pruned.fit(x, y, callbacks=[sparsity.UpdatePruningStep()])`
     """
 
     def on_train_begin(self, logs=None):
-        if not pruning_wrappers(self.model):
+        if pruning_wrappers(self.model):
+            ensure_engine(self.model)
+        else:
             warnings.warn(
                 "UpdatePruningStep: the model being trained has no pruned "
                 "layers; did you pass the original model instead of the "

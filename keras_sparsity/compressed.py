@@ -27,13 +27,13 @@ import numpy as np
 
 from keras_sparsity import coding
 from keras_sparsity import files
-from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_path
 
 # `compressed.VALUES` stays public: the accepted `values`.
 from keras_sparsity.coding import VALUES  # noqa: F401
-from keras_sparsity.prune import strip_pruning
+from keras_sparsity.strip import strip_pruning
 
 FORMAT = "keras_sparsity.compressed"
 VERSION = 1
@@ -378,9 +378,7 @@ def _decode_tensors(metas, blob):
         length = coding.stored_length(meta)
         payload = blob[offset : offset + length]
         if len(payload) != length:
-            raise coding.CorruptError(
-                f"{_BLOB} ends before the parts it lists"
-            )
+            raise coding.CorruptError(f"{_BLOB} ends before the parts it lists")
         offset += length
         array = coding.decode(meta["path"], meta, payload)
         tensors.append((meta["path"], array, meta["attrs"]))

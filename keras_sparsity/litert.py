@@ -24,11 +24,12 @@ import warnings
 import keras
 import numpy as np
 
+from keras_sparsity import _compat
 from keras_sparsity import files
-from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_path
-from keras_sparsity.prune import strip_pruning
+from keras_sparsity.strip import strip_pruning
 
 _SUFFIX = ".tflite"
 _CONVERT = (
@@ -156,7 +157,7 @@ def describe_litert(path):
             raise ValueError(
                 f"Cannot read the LiteRT file {path!r}: {error}"
             ) from error
-    ops = _ops(interpreter)
+    ops = _compat.litert_ops(interpreter)
     computed = {index for op in ops for index in op["outputs"]}
     computed |= {d["index"] for d in interpreter.get_input_details()}
     densified = {
@@ -339,15 +340,6 @@ def _convert_saved(arguments):
 
 
 # Reading a file.
-
-
-def _ops(interpreter):
-    """The interpreter's op details: name, input and output tensor indices.
-
-    `Interpreter._get_ops_details` is the only way the interpreter lists
-    its ops; it is read here alone.
-    """
-    return interpreter._get_ops_details()
 
 
 def _block_size(sparsity, rank):

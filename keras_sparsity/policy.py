@@ -12,7 +12,8 @@ import functools
 
 import keras
 
-from keras_sparsity.prune import is_graph_model
+from keras_sparsity import _compat
+
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers
@@ -122,7 +123,7 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
 
     def ensure_model_supports_pruning(self, model):
         """Raises `ValueError` unless `model` fits XNNPACK's sparse path."""
-        if not is_graph_model(model):
+        if not _compat.is_functional(model):
             raise ValueError(
                 f"{SUBCLASSED_ERROR} Build the model with keras.Sequential "
                 "or the functional API. Received: model of type "
@@ -300,21 +301,9 @@ def _elementwise_operation_types():
     """
     x = keras.KerasTensor((1,))
     return tuple(
-        type(_producing_node(op(x, x)).operation)
+        type(_compat.producing_node(op(x, x)).operation)
         for op in (keras.ops.add, keras.ops.subtract, keras.ops.multiply)
     )
-
-
-def _producing_node(tensor):
-    """The `Node` (one call of a layer or operation) that made `tensor`.
-
-    The one place this module reads Keras privates: a functional model
-    keeps its graph only in `KerasTensor._keras_history` and
-    `Operation._inbound_nodes`, which Keras' own `ops/function.py` walks.
-    A node has public `operation`, `input_tensors` and `output_tensors`.
-    """
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
 
 
 class _Graph:
@@ -330,7 +319,7 @@ class _Graph:
         self.consumers = {}
         self.inputs = []
         for tensor in model.inputs:
-            vertex = (_producing_node(tensor),)
+            vertex = (_compat.producing_node(tensor),)
             self._add_vertex(vertex, [])
             self.inputs.append(vertex)
         self.outputs = list(
@@ -357,7 +346,7 @@ class _Graph:
         }
         for node in _nodes_in_order(model.outputs, source_of):
             sources = [source_of[id(t)] for t in node.input_tensors]
-            if is_graph_model(node.operation):
+            if _compat.is_functional(node.operation):
                 outputs = self._add_model(
                     node.operation, context + (node,), sources
                 )
@@ -386,7 +375,7 @@ def _nodes_in_order(outputs, known):
             continue
         if id(item) in known:
             continue
-        node = _producing_node(item)
+        node = _compat.producing_node(item)
         if node in seen:
             continue
         seen.add(node)

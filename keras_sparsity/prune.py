@@ -1,85 +1,23 @@
-"""The TFMOT workflow: `prune_low_magnitude`, `strip_pruning`, `prune_scope`.
+"""The TFMOT entry point: `prune_low_magnitude`, and `prune_scope`.
 
-Models are never edited in place. Sequential and functional models are
-cloned (`keras.models.clone_model`, nested models included) into fresh
-layers with the weights copied; subclassed models are rebuilt from their
-config, given the weights, and their sublayers swapped in the copy
-(`surgery`). The user's model keeps its layers, variables and optimizer
-whatever happens to the copy.
+The user's model is never edited unless `inplace=True`: see `cloning` for
+how models are copied, `surgery` for how a sublayer is swapped for its
+wrapper, and `engine` for the optimizer that prunes during training.
 """
 
 import warnings
 
 import keras
-import numpy as np
 
+from keras_sparsity import _compat
+from keras_sparsity import cloning
 from keras_sparsity import registry
 from keras_sparsity import surgery
-from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.engine import install_engine_on_compile
+from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
 from keras_sparsity.wrapper import check_pruning_params
-
-
-def is_graph_model(model):
-    """True for Sequential and Functional models (which can be cloned)."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
-
-
-def _fresh_copy(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
-def _clone(model, clone_layer):
-    """Clones `model`, layer by layer, with `clone_layer`.
-
-    `clone_layer(layer)` returns `(new_layer, weights, target)`: once the
-    clone is built, the list of arrays `weights` (unless None) is written
-    into `target` (`new_layer` itself, or the layer inside a new wrapper).
-    """
-    pending = []
-
-    def clone_function(layer):
-        new_layer, weights, target = clone_layer(layer)
-        if weights is not None and layer.built:
-            pending.append((target, weights))
-        return new_layer
-
-    clone = keras.models.clone_model(
-        model,
-        input_tensors=_named_inputs(model),
-        clone_function=clone_function,
-        recursive=True,
-    )
-    for target, weights in pending:
-        target.set_weights(weights)
-    return clone
-
-
-def _named_inputs(model):
-    """New inputs for a functional clone, named after the input layers.
-
-    `clone_model` names them after the input tensors ("keras_tensor"),
-    which would change the model's config.
-    """
-    if isinstance(model, keras.Sequential):
-        return None
-    layers = {
-        id(layer.output): layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.InputLayer)
-    }
-    return keras.tree.map_structure(
-        lambda x: keras.Input(
-            batch_shape=x.shape,
-            dtype=x.dtype,
-            sparse=x.sparse,
-            name=layers[id(x)].name if id(x) in layers else x.name,
-        ),
-        model.input,
-    )
 
 
 def prune_low_magnitude(
@@ -91,6 +29,7 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     *,
     strict=False,
+    inplace=False,
     **kwargs,
 ):
     """Wraps a layer, a list of layers or a model for magnitude pruning.
@@ -101,21 +40,28 @@ def prune_low_magnitude(
     callback (`UpdatePruningStep` is accepted and harmless), and works with
     `fit` and with custom loops on every backend.
 
-    For a `keras.Sequential` or functional `keras.Model` (nested models
-    included) a pruned copy is returned: every layer with prunable kernels
-    is wrapped in `PruneLowMagnitude`; layers without kernels (pooling,
-    dropout, normalization, merges...) are copied as they are; layers with
-    kernels of an unsupported type are copied unpruned, with a warning
-    (`unpruned_layers(model)` lists them), or raise with `strict=True`. The
-    copy holds the model's current weights; the original model is not
-    changed. A compiled model's copy is compiled the same way, with a fresh
-    optimizer (so the schedule starts at step 0); compile it again to
-    change settings.
+    For a model a pruned copy of the same class is returned, holding the
+    model's current weights: every layer with prunable kernels, at any
+    depth (inside custom layers and nested models too), is wrapped in
+    `PruneLowMagnitude`; layers with kernels of an unsupported type stay
+    unpruned, with a warning (`unpruned_layers(model)` lists them), or
+    raise with `strict=True`. Sequential and functional models are cloned;
+    functional subclasses (KerasHub backbones and tasks) and subclassed
+    models are rebuilt from their config (or with no arguments), so they
+    keep their class, methods and tied weights. The original model is not
+    changed. With `inplace=True` the model itself is pruned instead (no
+    copy: for large models; not for plain Sequential/functional models,
+    which are cheap to clone).
+
+    The copy compiles with a `SparsityOptimizer` around whatever optimizer
+    `compile` gets, which prunes in every optimizer step: no callback is
+    needed. A compiled model's copy is compiled the same way, with a fresh
+    optimizer (so the schedule starts at step 0).
 
     Args:
-        to_prune: A `keras.layers.Layer`, a list of layers, or a
-            `keras.Model`: Sequential, functional or subclassed (which
-            must be built and rebuildable from its `get_config()`).
+        to_prune: A `keras.layers.Layer` (a built one is copied first, so
+            the original never changes), a list of layers, or a built
+            `keras.Model` of any kind.
         pruning_schedule: A `PruningSchedule`. Defaults to
             `ConstantSparsity(0.5, begin_step=0)`.
         block_size: Pair of ints, the (rows, columns) of the blocks pruned
@@ -128,7 +74,10 @@ def prune_low_magnitude(
             weights along each kernel's input axis.
         strict: If True, a layer with kernels of an unsupported type in a
             model is an error instead of a warning.
-        **kwargs: Passed to each `PruneLowMagnitude` (layers only).
+        inplace: If True, prune the model itself (a functional subclass or
+            subclassed model) instead of a copy.
+        **kwargs: Passed to each `PruneLowMagnitude` (layers only; for a
+            model an unknown keyword is an error).
 
     Returns:
         A `PruneLowMagnitude` layer, a list of layers, or a pruned model.
@@ -159,9 +108,19 @@ def prune_low_magnitude(
         )
     )
     if isinstance(to_prune, keras.Model):
+        _check_model_arguments(to_prune, inplace, kwargs)
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        return _Pruner(params, pruning_policy, strict).prune(to_prune)
+        pruned = _Pruner(params, pruning_policy, strict).prune(
+            to_prune, inplace
+        )
+        install_engine_on_compile(pruned)
+        return pruned
+    if inplace:
+        raise ValueError(
+            "Argument `inplace` applies to models only. Received: "
+            f"inplace=True with to_prune of type {type(to_prune).__name__}"
+        )
     if pruning_policy is not None:
         raise ValueError(
             "Argument `pruning_policy` applies to whole models only; to "
@@ -176,11 +135,12 @@ def prune_low_magnitude(
         return [
             layer
             if isinstance(layer, PruneLowMagnitude)
-            else PruneLowMagnitude(layer, **params, **kwargs)
+            else PruneLowMagnitude(_own_copy(layer), **params, **kwargs)
             for layer in to_prune
         ]
     if isinstance(to_prune, keras.layers.Layer):
-        return PruneLowMagnitude(to_prune, **params, **kwargs)
+        check_layer(to_prune)
+        return PruneLowMagnitude(_own_copy(to_prune), **params, **kwargs)
     raise ValueError(
         "`prune_low_magnitude` can only prune an object of the following "
         "types: keras.Sequential, a functional keras.Model, "
@@ -189,17 +149,62 @@ def prune_low_magnitude(
     )
 
 
+def _check_model_arguments(model, inplace, kwargs):
+    if kwargs:
+        raise TypeError(
+            "`prune_low_magnitude` got unexpected keyword arguments for a "
+            f"model: {sorted(kwargs)}. Accepted: pruning_schedule, "
+            "block_size, block_pooling_type, pruning_policy, "
+            f"sparsity_m_by_n, strict, inplace. Received: {kwargs!r}"
+        )
+    if pruning_wrappers(model):
+        raise ValueError(
+            "The model passed to `prune_low_magnitude` is already pruned (it "
+            "holds PruneLowMagnitude layers). Call `strip_pruning` first to "
+            f"prune it again with other settings. Received: to_prune="
+            f"{model.name!r}"
+        )
+    if inplace and _compat.is_plain_graph(model):
+        raise ValueError(
+            "`inplace=True` prunes functional subclasses (such as KerasHub "
+            "models) and subclassed models; a plain Sequential or "
+            "functional model is always pruned as a copy, since its config "
+            "must name the pruned layers. Received: inplace=True with "
+            f"to_prune={type(model).__name__} named {model.name!r}"
+        )
+    if inplace and not model.built:
+        raise ValueError(
+            "`inplace=True` needs a built model: call it on a batch first. "
+            f"Received: to_prune={model.name!r}"
+        )
+
+
+def _own_copy(layer):
+    """A built layer is copied with its weights before it is wrapped, so
+    that training the pruned layer never changes the user's (TFMOT's
+    `clone_model(base, clone_function=...)` pattern passes the base
+    model's own layers); an unbuilt layer holds no state and is used as
+    is."""
+    return cloning.built_copy(layer) if layer.built else layer
+
+
 class _Pruner:
-    """Builds the pruned copy of a model of any kind, nested ones included."""
+    """Wraps every prunable layer of a model (a copy, or the model itself)."""
 
     def __init__(self, params, policy, strict):
         self.params = params
         self.policy = policy
         self.strict = strict
         self.skipped = []
+        self.wrapped = {}  # id(layer) -> its wrapper: shared layers once
+        self.containers = []  # copies whose sublayers still need wrapping
 
-    def prune(self, model):
-        pruned = self._model(model)
+    def prune(self, model, inplace):
+        if inplace:
+            self._wrap_sublayers(model)
+            pruned = model
+        else:
+            pruned = self._copy(model)
         if self.skipped:
             warnings.warn(
                 "prune_low_magnitude left these layers unpruned because "
@@ -209,12 +214,16 @@ class _Pruner:
             )
         return pruned
 
-    def _model(self, model):
-        if is_graph_model(model):
-            return _clone(model, self._clone_layer)
-        copy = surgery.rebuilt_copy(model, "to_prune")
+    def _copy(self, model):
+        if _compat.is_plain_graph(model):
+            clone = cloning.clone_graph(model, self._clone_layer)
+            containers, self.containers = self.containers, []
+            for container in containers:
+                self._wrap_sublayers(container)
+            return clone
+        copy = cloning.rebuilt_copy(model, "to_prune")
         copy.set_weights(model.get_weights())
-        self._swap_children(copy, {})
+        self._wrap_sublayers(copy)
         return copy
 
     def _wants(self, layer):
@@ -223,152 +232,64 @@ class _Pruner:
         )
 
     def _note_skipped(self, layer):
-        if registry.has_nothing_to_prune(layer) or self.policy is not None:
+        if not registry.own_kernels(layer) or self.policy is not None:
             return
         if self.strict:
             check_layer(layer)  # raises: the copy is dropped, the model kept
         self.skipped.append(f"{layer.name} ({type(layer).__name__})")
 
     def _clone_layer(self, layer):
+        """A layer of a plain graph model: its copy, wrapped if prunable."""
         if not isinstance(layer, keras.layers.Layer):  # keras.ops in a graph
-            return layer, None, None
-        if isinstance(layer, keras.Model):  # a subclassed model inside
-            return (self._model(layer),) + (None, None)
-        weights = layer.get_weights()
-        if isinstance(layer, PruneLowMagnitude):
-            copy = _fresh_copy(layer)
-            return copy, weights, copy
-        copy = _fresh_copy(layer)
+            return layer, None
+        if isinstance(layer, keras.Model):
+            return self._copy(layer), None
         if self._wants(layer):
-            return PruneLowMagnitude(copy, **self.params), weights, copy
-        self._note_skipped(layer)
-        return copy, weights, copy
+            copy = cloning.fresh_copy(layer)
+            return PruneLowMagnitude(copy, **self.params), _setter(layer, copy)
+        try:
+            copy = cloning.fresh_copy(layer)
+        except ValueError:
+            if layer.weights:
+                raise
+            return layer, None  # stateless: sharing it changes nothing
+        if _compat.sublayers(layer):
+            self.containers.append(copy)
+        else:
+            self._note_skipped(layer)
+        return copy, _setter(layer, copy)
 
-    def _swap_children(self, parent, done):
-        """Wraps the prunable sublayers of a subclassed model's copy."""
-        for child in surgery.children(parent):
+    def _wrap_sublayers(self, parent):
+        """Wraps, in place, every prunable sublayer of `parent` at any
+        depth; attention layers are opened up, so that their projections
+        are wrapped and the attention layer keeps its own call signature."""
+        for child in _compat.sublayers(parent):
             if isinstance(child, PruneLowMagnitude):
                 continue
-            if id(child) in done:
-                surgery.replace(parent, child, done[id(child)])
-            elif isinstance(child, keras.Model) and is_graph_model(child):
-                done[id(child)] = self._model(child)
-                surgery.replace(parent, child, done[id(child)])
-            elif not isinstance(child, keras.Model) and self._wants(child):
+            if id(child) in self.wrapped:
+                surgery.replace(parent, child, self.wrapped[id(child)])
+            elif isinstance(child, keras.Model) or (
+                isinstance(child, keras.layers.MultiHeadAttention)
+            ):
+                self._wrap_sublayers(child)
+            elif self._wants(child):
                 wrapper = PruneLowMagnitude(child, **self.params)
-                wrapper.build()
-                done[id(child)] = wrapper
+                if child.built:
+                    wrapper.build()
+                self.wrapped[id(child)] = wrapper
                 surgery.replace(parent, child, wrapper)
-            elif surgery.children(child):
-                self._swap_children(child, done)
+            elif _compat.sublayers(child):
+                self._wrap_sublayers(child)
             else:
                 self._note_skipped(child)
 
 
-def unpruned_layers(model):
-    """Layers of `model` that hold kernels but are not pruned.
-
-    Lists the layers `prune_low_magnitude` skipped (unsupported types) and
-    those a `pruning_policy` excluded; nested models are searched too.
-
-    Example: `print([l.name for l in sparsity.unpruned_layers(pruned)])`
-    """
-    wrapped = {
-        id(inner)
-        for wrapper in pruning_wrappers(model)
-        for inner in wrapper._flatten_layers(include_self=False)
-    }
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if not isinstance(layer, (keras.Model, PruneLowMagnitude))
-        and id(layer) not in wrapped
-        and not registry.has_nothing_to_prune(layer)
-    ]
-
-
-def strip_pruning(model):
-    """Returns a copy of a pruned model made of plain Keras layers.
-
-    Each `PruneLowMagnitude` is replaced by a fresh copy of its layer whose
-    pruned weights are exactly `weight * mask`; other layers are copied
-    with their weights. The result has the unpruned model's config, shares
-    no variables with `model`, needs nothing from this library to load,
-    and, if `model` was compiled, is compiled the same way with a fresh
-    optimizer.
-
-    Args:
-        model: A pruned `keras.Model` (Sequential, functional or
-            subclassed), or a single `PruneLowMagnitude` layer.
-
-    Returns:
-        A model (or layer) without pruning wrappers.
-
-    Example: `final = sparsity.strip_pruning(pruned); final.save("m.keras")`
-    """
-    if isinstance(model, PruneLowMagnitude):
-        layer = _fresh_copy(model.layer)
-        if model.built:
-            layer.build_from_config(model.layer.get_build_config())
-            layer.set_weights(_masked_weights(model))
-        return layer
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "Expected `model` to be a keras.Model (or a PruneLowMagnitude "
-            f"layer). Received: model of type {type(model).__name__}"
-        )
-    return _strip_model(model)
-
-
-def _strip_model(model):
-    if is_graph_model(model):
-        return _clone(model, _strip_layer)
-    copy = surgery.rebuilt_copy(model, "model")
-    _transfer_stripped(model, copy)
-    return copy
-
-
-def _strip_layer(layer):
-    if not isinstance(layer, keras.layers.Layer):  # keras.ops in a graph
-        return layer, None, None
-    if isinstance(layer, keras.Model):
-        return _strip_model(layer), None, None
-    if isinstance(layer, PruneLowMagnitude):
-        copy = _fresh_copy(layer.layer)
-        return copy, _masked_weights(layer), copy
-    copy = _fresh_copy(layer)
-    return copy, layer.get_weights(), copy
-
-
-def _transfer_stripped(source, target):
-    """Writes a pruned subclassed model's weights into its plain rebuild."""
-    for value, variable in zip(
-        surgery.own_weights(source), surgery.own_weights(target)
-    ):
-        variable.assign(value)
-    for child, plain in zip(surgery.children(source), surgery.children(target)):
-        if isinstance(child, PruneLowMagnitude):
-            plain.set_weights(_masked_weights(child))
-        elif is_graph_model(child):
-            plain.set_weights(_strip_model(child).get_weights())
-        else:
-            _transfer_stripped(child, plain)
-
-
-def _masked_weights(wrapper):
-    """The wrapped layer's weights as arrays, pruned ones times their mask."""
-    masked = {
-        id(weight): mask
-        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks)
-    }
-    values = []
-    for weight in wrapper.layer.weights:
-        value = keras.ops.convert_to_numpy(weight)
-        if id(weight) in masked:
-            mask = keras.ops.convert_to_numpy(masked[id(weight)]) > 0
-            value = np.where(mask, value, np.zeros_like(value))
-        values.append(value)
-    return values
+def _setter(layer, copy):
+    """Writes `layer`'s weights into `copy` once the clone is built."""
+    if not layer.built:
+        return None
+    weights = layer.get_weights()
+    return lambda: copy.set_weights(weights)
 
 
 def prune_scope():

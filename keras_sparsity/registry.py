@@ -10,6 +10,8 @@ import abc
 
 import keras
 
+from keras_sparsity import _compat
+
 L = keras.layers
 
 # Built-in layers that hold no kernel, recognised even before they are built.
@@ -164,6 +166,15 @@ def has_nothing_to_prune(layer):
     return all(len(w.shape) < 2 for w in layer.weights)
 
 
+def own_kernels(layer):
+    """Variables of rank >= 2 that `layer` created itself, not through its
+    sublayers (those are the sublayers' to prune)."""
+    inner = {id(v) for child in _compat.sublayers(layer) for v in child.weights}
+    return [
+        v for v in layer.weights if id(v) not in inner and len(v.shape) >= 2
+    ]
+
+
 class PrunedWeight:
     """A variable to mask, and which of its axes are reduction (input) axes.
 
@@ -210,6 +221,16 @@ def prunable_weights(layer):
     else:
         found = _known_weights(layer)
     for pruned in found:
+        dtype = getattr(pruned.variable, "dtype", None)
+        if isinstance(pruned.variable, keras.Variable) and not (
+            keras.backend.is_float_dtype(dtype)
+        ):
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) holds a "
+                f"{dtype} weight {pruned.variable.name!r}: a quantized "
+                "model cannot be pruned. Prune the float model, then "
+                "quantize the stripped result."
+            )
         if not isinstance(pruned.variable, keras.Variable):
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) must expose "

@@ -23,12 +23,12 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_sparsity import _compat
 from keras_sparsity import compressed
 from keras_sparsity import macs
 from keras_sparsity import registry
 from keras_sparsity import runtimes
-from keras_sparsity import surgery
-from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.wrapper import PruneLowMagnitude
 
@@ -141,9 +141,7 @@ class SparsityReport:
         summary = {}
         for runtime, title in runtimes.RUNTIMES.items():
             faster = [
-                v
-                for v in self.verdicts
-                if v.runtime == runtime and v.faster
+                v for v in self.verdicts if v.runtime == runtime and v.faster
             ]
             faster_macs = sum(macs[(v.layer, v.weight)] for v in faster)
             summary[runtime] = {
@@ -311,7 +309,7 @@ def _found_weights(model):
         children = (
             layer.layers
             if isinstance(layer, keras.Model)
-            else surgery.children(layer)
+            else _compat.sublayers(layer)
         )
         for child in children:
             visit(child)
@@ -446,9 +444,7 @@ def _uniform_blocks(kept, block_rows, block_cols):
     # Padding is neutral: False for "any kept", True for "all kept".
     some = np.pad(kept, pad, constant_values=False).reshape(shape)
     every = np.pad(kept, pad, constant_values=True).reshape(shape)
-    return bool(
-        np.array_equal(some.any(axis=(1, 3)), every.all(axis=(1, 3)))
-    )
+    return bool(np.array_equal(some.any(axis=(1, 3)), every.all(axis=(1, 3))))
 
 
 # Totals and sizes.

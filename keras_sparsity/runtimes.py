@@ -31,7 +31,7 @@ import dataclasses
 
 import keras
 
-from keras_sparsity.prune import is_graph_model
+from keras_sparsity import _compat
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers
@@ -295,10 +295,13 @@ def _xnnpack(model, rows):
     layers = _ordered_layers(model)
     if layers is None:
         return {
-            key: (False, (
-                "XNNPack's sparse subgraph rule needs the layer graph, "
-                "which a subclassed model does not expose"
-            ))
+            key: (
+                False,
+                (
+                    "XNNPack's sparse subgraph rule needs the layer graph, "
+                    "which a subclassed model does not expose"
+                ),
+            )
             for key, row in rows.items()
             if _is_pointwise_kernel(row)
         }
@@ -309,10 +312,13 @@ def _xnnpack(model, rows):
             if _is_stem(layer):
                 stem, members = layer, []
             elif _is_pointwise(layer):
-                verdicts[_key(layer)] = (False, (
-                    "no 3×3 stride-2 Conv2D on 3 input channels comes "
-                    "before it; XNNPack's sparse subgraph starts with one"
-                ))
+                verdicts[_key(layer)] = (
+                    False,
+                    (
+                        "no 3×3 stride-2 Conv2D on 3 input channels comes "
+                        "before it; XNNPack's sparse subgraph starts with one"
+                    ),
+                )
         elif isinstance(layer, L.GlobalAveragePooling2D):
             verdicts.update(_cluster(stem, layer, members, rows))
             stem, members = None, []
@@ -320,19 +326,25 @@ def _xnnpack(model, rows):
             members.append(layer)
         elif not _allowed_inside(layer):
             for member in members:
-                verdicts[_key(member)] = (False, (
-                    f"{layer.name} ({type(layer).__name__}) lies between "
-                    f"the stem {stem.name} and the spatial mean; XNNPack's "
-                    "sparse subgraph allows only 1×1 and 3×3/5×5 depthwise "
-                    "convolutions and elementwise layers"
-                ))
+                verdicts[_key(member)] = (
+                    False,
+                    (
+                        f"{layer.name} ({type(layer).__name__}) lies between "
+                        f"the stem {stem.name} and the spatial mean; XNNPack's "
+                        "sparse subgraph allows only 1×1 and 3×3/5×5 depthwise "
+                        "convolutions and elementwise layers"
+                    ),
+                )
             stem = layer if _is_stem(layer) else None
             members = []
     for member in members:
-        verdicts[_key(member)] = (False, (
-            f"no GlobalAveragePooling2D (a spatial mean) follows the stem "
-            f"{stem.name}; XNNPack's sparse subgraph must end with one"
-        ))
+        verdicts[_key(member)] = (
+            False,
+            (
+                f"no GlobalAveragePooling2D (a spatial mean) follows the stem "
+                f"{stem.name}; XNNPack's sparse subgraph must end with one"
+            ),
+        )
     return {key: value for key, value in verdicts.items() if key in rows}
 
 
@@ -343,22 +355,28 @@ def _cluster(stem, mean, members, rows):
     share = zeros / size if size else 0.0
     where = f"between {stem.name} and {mean.name}"
     if 3 * zeros >= 2 * size:
-        verdict = (True, (
-            f"1×1 convolutions {where} are {_pct(share)} zero (>= 2/3): "
-            "XNNPack's sparse path, on ARM only (1.3-2.4× reported for "
-            "MobileNets); x86 CPUs with AVX run it dense"
-        ))
+        verdict = (
+            True,
+            (
+                f"1×1 convolutions {where} are {_pct(share)} zero (>= 2/3): "
+                "XNNPack's sparse path, on ARM only (1.3-2.4× reported for "
+                "MobileNets); x86 CPUs with AVX run it dense"
+            ),
+        )
     else:
-        verdict = (False, (
-            f"1×1 convolutions {where} are {_pct(share)} zero; XNNPack's "
-            "sparse path needs >= 2/3 (67 %)"
-        ))
+        verdict = (
+            False,
+            (
+                f"1×1 convolutions {where} are {_pct(share)} zero; XNNPack's "
+                "sparse path needs >= 2/3 (67 %)"
+            ),
+        )
     return {_key(member): verdict for member in members}
 
 
 def _ordered_layers(model):
     """Layers in graph order, wrappers unwrapped; None for subclassed."""
-    if not is_graph_model(model):
+    if not _compat.is_functional(model):
         return None
     ordered = []
     for layer in model.layers:

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_sparsity.callbacks import pruning_wrappers
+from keras_sparsity.walk import pruning_wrappers
 
 UPDATE_FREQS = ("epoch", "batch")
 

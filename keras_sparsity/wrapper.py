@@ -1,27 +1,14 @@
-"""`PruneLowMagnitude`: the layer wrapper that keeps a mask per prunable weight.
+"""`PruneLowMagnitude`: the layer wrapper that holds a mask per prunable weight.
 
-How pruning runs inside the optimizer step, on every backend:
-
-* Each prunable weight gets a float32 0/1 `mask` variable.
-* The weight's `constraint`, which every Keras optimizer applies right after
-  its update, is replaced by one that reads `optimizer.iterations`, asks the
-  schedule whether to prune at this step, recomputes the mask if so, and
-  writes `weight * mask` back. Pruned weights are therefore exactly zero
-  after every optimizer step, in `fit` and in custom loops alike.
-* Where the mask lives differs by backend. On TensorFlow and PyTorch it is
-  a non-trainable variable that the constraint assigns in place, only at
-  steps where the schedule prunes: a plain step costs one multiply. JAX's
-  jitted train step only carries the variables that `stateless_apply`
-  returns, so there the mask is declared trainable with
-  `overwrite_with_gradient=True` (the mechanism Keras uses for float8
-  scales): the forward pass ties it to the layer output with a custom
-  gradient whose value is the mask itself, the optimizer writes it back
-  (times the number of calls in the forward pass; for a layer called more
-  than once this is undone by reading `mask > 0`), keeps no slots for it
-  and never decays it.
+The wrapper owns the pruning options of its layer (schedule, pattern) and a
+float32 0/1 mask per prunable weight; it computes a new mask on request
+(`compute_mask`). It does not decide when to prune and its forward pass
+does not read the masks: `engine.SparsityOptimizer` writes masks and
+multiplies the kernels by them in every optimizer step, so the kernels
+themselves are exactly sparse. Masks are trainable variables only so that
+JAX's stateless train step carries them; no gradient ever reaches them.
 """
 
-import functools
 import inspect
 import math
 import numbers
@@ -31,6 +18,7 @@ from keras import ops
 
 from keras_sparsity import masks as mask_math
 from keras_sparsity import registry
+from keras_sparsity.engine import EngineGuard
 from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PruningSchedule
 
@@ -106,102 +94,6 @@ def _pair_of_ints(name, value, example):
     return tuple(int(i) for i in items)
 
 
-# JAX's jitted train step only carries variables the optimizer returns, so
-# there masks are trainable and written back by the optimizer each step. On
-# TensorFlow and PyTorch the constraint assigns them in place, only when the
-# schedule prunes.
-_MASKS_CARRIED = keras.backend.backend() == "jax"
-
-
-def _applying_optimizer():
-    """The optimizer whose `apply` is running (it opens a name scope).
-
-    Keras keeps the stack of open name scopes in its global state; an
-    optimizer's `apply` opens one with `caller=self`. This is the one private
-    piece of Keras we read.
-    """
-    from keras.src.backend.common import global_state
-
-    stack = global_state.get_global_attribute("name_scope_stack") or []
-    for scope in reversed(stack):
-        if isinstance(scope.caller, keras.optimizers.Optimizer):
-            return scope.caller
-    raise RuntimeError(
-        "A pruned weight's constraint was applied outside "
-        "`optimizer.apply()`. Pruning masks are updated by the optimizer "
-        "step; use `optimizer.apply_gradients`, `optimizer.apply` or "
-        "`optimizer.stateless_apply`."
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _schedule_at(schedule, step):
-    """`schedule(step)` with a Python bool, evaluated once per schedule and
-    step however many weights ask (schedules are pure functions of the
-    step, and equal schedules compare equal)."""
-    should_prune, sparsity = schedule(ops.convert_to_tensor(step, "int32"))
-    return bool(should_prune), sparsity
-
-
-def _masked(weight, keep):
-    """`weight * keep`; on PyTorch in place, so the optimizer's assignment
-    of the result to the variable copies nothing."""
-    if keras.backend.backend() != "torch":
-        return weight * ops.cast(keep, weight.dtype)
-    import torch
-
-    value = weight.value if isinstance(weight, keras.Variable) else weight
-    with torch.no_grad():
-        return value.mul_(keep.to(value.dtype))
-
-
-@ops.custom_gradient
-def _tie_mask(outputs, mask):
-    """Identity on `outputs`; the mask's gradient is the mask itself."""
-
-    def grad(*args, upstream=None):
-        if upstream is None:
-            (upstream,) = args
-        return upstream, ops.copy(mask)
-
-    return outputs, grad
-
-
-class _TieCounter:
-    """How many times a wrapper tied its masks in the latest forward pass.
-
-    The optimizer writes back the sum of the ties' gradients, k * mask for
-    k ties. With one tie (the usual case) the mask comes back exactly 0/1
-    and needs no `mask > 0` pass, which costs a full pass over the kernel
-    every step under XLA. Calls of one forward pass (one trace under
-    `jit`) all read the same mask value object, which tells passes apart;
-    the counter holds that object so its identity cannot be reused.
-    """
-
-    def __init__(self):
-        self.value = None
-        self.calls = 0
-
-    def count(self, value):
-        if value is not self.value:
-            self.value, self.calls = value, 0
-        self.calls += 1
-
-
-class _PruningConstraint:
-    """Runs after each optimizer update of one prunable weight."""
-
-    def __init__(self, wrapper, index, inner=None):
-        self.wrapper = wrapper
-        self.index = index
-        self.inner = inner
-
-    def __call__(self, weight):
-        if self.inner is not None:
-            weight = self.inner(weight)
-        return self.wrapper._prune_after_update(self.index, weight)
-
-
 @keras.saving.register_keras_serializable(package="keras_sparsity")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer so that its kernels are pruned during training.
@@ -269,7 +161,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self._pruned = []
         self.masks = []
-        self._ties = _TieCounter()
 
     def __call__(self, *args, **kwargs):
         if not self.layer.built:
@@ -302,20 +193,21 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.masks = []
         for index, pruned in enumerate(found):
             weight = pruned.variable
-            self.masks.append(
-                self.add_weight(
-                    name=f"{weight.name}_mask",
-                    shape=weight.shape,
-                    initializer="ones",
-                    dtype="float32",
-                    trainable=_MASKS_CARRIED,
-                    autocast=False,
-                    overwrite_with_gradient=_MASKS_CARRIED,
-                )
+            mask = self.add_weight(
+                name=f"{weight.name}_mask",
+                shape=weight.shape,
+                initializer="ones",
+                dtype="float32",
+                trainable=True,
+                autocast=False,
+                aggregation="only_first_replica",
             )
-            weight.constraint = _PruningConstraint(
-                self, index, weight.constraint
-            )
+            # How the engine tells masks from weights among the variables
+            # an optimizer is built on.
+            mask._keras_sparsity_mask_of = (self, index)
+            self.masks.append(mask)
+            if not isinstance(weight.constraint, EngineGuard):
+                weight.constraint = EngineGuard(weight.constraint)
         self.built = True
 
     @property
@@ -326,15 +218,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         if self._passes_training:
             kwargs["training"] = training
-        outputs = self.layer(inputs, *args, **kwargs)
-        if training is False or not self.masks or not _MASKS_CARRIED:
-            return outputs
-        self._ties.count(self.masks[0].value)
-        flat = keras.tree.flatten(outputs)
-        tied = flat[0]
-        for mask in self.masks:
-            tied = _tie_mask(tied, mask.value)
-        return keras.tree.pack_sequence_as(outputs, [tied] + flat[1:])
+        return self.layer(inputs, *args, **kwargs)
 
     def compute_output_shape(self, *args, **kwargs):
         return self.layer.compute_output_shape(*args, **kwargs)
@@ -343,8 +227,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         kwargs.pop("training", None)
         return self.layer.compute_output_spec(*args, **kwargs)
 
-    def compute_mask_update(self, index, weight, sparsity):
-        """The new 0/1 mask of pruned weight `index` at a target sparsity."""
+    def new_mask(self, index, weight, sparsity):
+        """The 0/1 mask of pruned weight `index` for the values `weight` at
+        a target sparsity, in this wrapper's pattern (unstructured, block
+        or N:M along the weight's reduction axes)."""
         if self.sparsity_m_by_n is None and self.block_size == (1, 1):
             return mask_math.magnitude_mask(weight, sparsity)
         pruned = self._pruned[index]
@@ -365,65 +251,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             range(len(permuted)), key=pruned.permutation.__getitem__
         )
         return ops.transpose(ops.reshape(mask, permuted), inverse)
-
-    def _prune_after_update(self, index, weight):
-        """Updates mask `index` if the schedule says so; returns w * mask.
-
-        Scores are taken on the already-masked weight, so a pruned weight
-        never comes back while sparsity grows; when it does come back (a
-        falling schedule) it restarts from exactly zero.
-        """
-        mask = self.masks[index]
-        # With gradient accumulation `iterations` counts real updates.
-        iterations = _applying_optimizer().iterations
-        if keras.backend.backend() == "torch":
-            step = int(ops.convert_to_numpy(iterations))
-            return self._prune_eagerly(index, weight, step)
-        step = ops.cast(iterations, "int32")
-        should_prune, sparsity = self.pruning_schedule(step)
-        if _MASKS_CARRIED:
-            if self._ties.calls == 1:
-                current = mask.value  # exactly the 0/1 mask
-            else:  # k ties gave the optimizer k * mask
-                current = ops.cast(ops.greater(mask.value, 0), "float32")
-            masked = weight * ops.cast(current, weight.dtype)
-            new_mask = ops.cond(
-                should_prune,
-                lambda: self.compute_mask_update(index, masked, sparsity),
-                lambda: current,
-            )
-            mask.assign(new_mask)
-            return masked * ops.cast(new_mask, weight.dtype)
-
-        keep = ops.cond(
-            should_prune,
-            lambda: self._reassign_mask(index, weight, sparsity),
-            lambda: mask.value,
-        )
-        return _masked(weight, keep)
-
-    def _prune_eagerly(self, index, weight, step):
-        """`_prune_after_update` for PyTorch, which runs eagerly: the
-        schedule is read once per step in Python, and a step that does not
-        prune costs one in-place multiply."""
-        should_prune, sparsity = _schedule_at(self.pruning_schedule, step)
-        if should_prune:
-            keep = self._reassign_mask(index, weight, sparsity)
-        else:
-            keep = self.masks[index].value
-        return _masked(weight, keep)
-
-    def _reassign_mask(self, index, weight, sparsity):
-        """Assigns the new mask of a variable-held mask (TensorFlow,
-        PyTorch); returns old * new, so a weight that comes back restarts
-        at zero."""
-        mask = self.masks[index]
-        old = mask.value
-        masked = weight * ops.cast(old, weight.dtype)
-        new_mask = self.compute_mask_update(index, masked, sparsity)
-        keep = old * new_mask  # before the assign: torch aliases `old`
-        mask.assign(new_mask)
-        return keep
 
     def get_config(self):
         config = super().get_config()

@@ -47,8 +47,10 @@ def toy_data(input_shape=(10,), num_samples=32, num_classes=5, seed=0):
 
 
 def compile_model(model, optimizer="adam", **kwargs):
+    """Compiles with a pruning optimizer: models assembled from pruned
+    layers need one (those from `prune_low_magnitude` wrap any)."""
     model.compile(
-        optimizer=optimizer,
+        optimizer=sparsity.engine.as_sparsity_optimizer(optimizer),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         **kwargs,
     )
@@ -64,7 +66,7 @@ def sync(model):
 def pruned_pairs(model):
     """(wrapper, weight array, mask array) for every pruned weight."""
     pairs = []
-    for wrapper in sparsity.callbacks.pruning_wrappers(model):
+    for wrapper in sparsity.walk.pruning_wrappers(model):
         for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
             pairs.append((wrapper, to_numpy(weight), to_numpy(mask)))
     return pairs

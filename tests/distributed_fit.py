@@ -65,7 +65,7 @@ def train(distributed):
             model = build()
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     masks = {}
-    wrappers = sparsity.callbacks.pruning_wrappers(model)
+    wrappers = sparsity.walk.pruning_wrappers(model)
     for index, wrapper in enumerate(wrappers):
         weight, mask = wrapper.pruned_weights[0], wrapper.masks[0]
         masks[f"mask{index}"] = keras.ops.convert_to_numpy(mask)

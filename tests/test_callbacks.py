@@ -45,5 +45,5 @@ def test_pruning_wrappers_finds_nested_wrappers():
     inputs = keras.Input((10,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
     pruned = sparsity.prune_low_magnitude(model)
-    names = [w.name for w in sparsity.callbacks.pruning_wrappers(pruned)]
+    names = [w.name for w in sparsity.walk.pruning_wrappers(pruned)]
     assert len(names) == 2

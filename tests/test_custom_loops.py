@@ -1,9 +1,10 @@
-"""Custom training loops prune with no extra calls, on each backend.
+"""Custom training loops prune through `SparsityOptimizer`, on each backend.
 
-Pruning runs in the weights' constraints (and on JAX the masks travel in
-the trainable state), so the standard loop of each backend (gradients
-for `model.trainable_variables`, then `optimizer.apply`) is all it takes.
-These tests are the recipes shown in README.md.
+The standard loop of each backend (gradients for
+`model.trainable_variables`, then `optimizer.apply`, or JAX's
+`stateless_apply`) with the optimizer wrapped in `SparsityOptimizer` is all
+it takes; a plain optimizer is a clear error at its first step. These tests
+are the recipes shown in README.md.
 """
 
 import keras
@@ -36,7 +37,7 @@ def test_tensorflow_gradient_tape_loop():
     import tensorflow as tf
 
     model = pruned_model()
-    optimizer = keras.optimizers.Adam()
+    optimizer = sparsity.SparsityOptimizer(keras.optimizers.Adam())
 
     @tf.function
     def train_step(x, y):
@@ -56,7 +57,7 @@ def test_torch_loop():
     import torch
 
     model = pruned_model()
-    optimizer = keras.optimizers.Adam()
+    optimizer = sparsity.SparsityOptimizer(keras.optimizers.Adam())
     for x, y in batches():
         loss = LOSS(
             torch.as_tensor(y), model(torch.as_tensor(x), training=True)
@@ -76,7 +77,7 @@ def test_jax_stateless_loop():
     import jax
 
     model = pruned_model()
-    optimizer = keras.optimizers.Adam()
+    optimizer = sparsity.SparsityOptimizer(keras.optimizers.Adam())
     optimizer.build(model.trainable_variables)
 
     def loss_fn(trainable, non_trainable, x, y):
@@ -103,10 +104,31 @@ def test_jax_stateless_loop():
     )
     for x, y in batches():
         state = train_step(state, x, y)
-    trainable, non_trainable, opt_vars = state
-    for variable, value in zip(model.trainable_variables, trainable):
-        variable.assign(value)
-    for variable, value in zip(optimizer.variables, opt_vars):
-        variable.assign(value)
+        trainable, non_trainable, opt_vars = state
+        for variable, value in zip(model.trainable_variables, trainable):
+            variable.assign(value)
+        for variable, value in zip(optimizer.variables, opt_vars):
+            variable.assign(value)
+        assert_weights_follow_masks(model)
     assert int(optimizer.iterations) == 6
     assert_exact_sparsity(model, 0.8)
+
+
+def test_a_plain_optimizer_on_pruned_kernels_is_an_error():
+    model = pruned_model()
+    model.compile(keras.optimizers.Adam(), LOSS)  # wrapped: trains
+    assert isinstance(model.optimizer, sparsity.SparsityOptimizer)
+    optimizer = keras.optimizers.SGD()
+    x, y = batches()[0]
+    model(x)
+    grads = [keras.ops.zeros(v.shape) for v in model.trainable_variables]
+    with pytest.raises(RuntimeError, match="SparsityOptimizer"):
+        if backend() == "jax":
+            optimizer.build(model.trainable_variables)
+            optimizer.stateless_apply(
+                [v.value for v in optimizer.variables],
+                grads,
+                [v.value for v in model.trainable_variables],
+            )
+        else:
+            optimizer.apply(grads, model.trainable_variables)

@@ -277,13 +277,14 @@ def test_keras_ops_residual_prunes_one_conv():
     assert count_pruned(prune(keras_ops_residual_model())) == 1
 
 
-def test_policy_applied_twice_keeps_one_wrapper():
+def test_pruning_a_pruned_model_again_is_an_error():
     i = keras.Input((8, 8, 3))
     x = L.Conv2D(16, [1, 1])(stem(i))
     model = keras.Model(i, L.GlobalAveragePooling2D()(x))
     pruned = prune(model)
     assert count_pruned(pruned) == 1
-    assert count_pruned(prune(pruned)) == 1
+    with pytest.raises(ValueError, match="already pruned.*strip_pruning"):
+        prune(pruned)
 
 
 def test_depthwise_rules_follow_xnnpack():

@@ -21,7 +21,7 @@ EVERY_STEP = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
 
 
 def wrappers(model):
-    return sparsity.callbacks.pruning_wrappers(model)
+    return sparsity.walk.pruning_wrappers(model)
 
 
 def functional_model():
@@ -35,8 +35,11 @@ def functional_model():
 
 def nested_model():
     inner = keras.Sequential(
-        [keras.Input((10,)), L.Dense(8, activation="relu"),
-         L.BatchNormalization()],
+        [
+            keras.Input((10,)),
+            L.Dense(8, activation="relu"),
+            L.BatchNormalization(),
+        ],
         name="inner",
     )
     inputs = keras.Input((10,))
@@ -54,8 +57,9 @@ def test_models_are_pruned_to_exact_sparsity(build, num_wrappers):
     assert len(wrappers(pruned)) == num_wrappers
     compile_model(pruned)
     x, y = toy_data(num_samples=32)
-    pruned.fit(x, y, batch_size=8, verbose=0,
-               callbacks=[sparsity.UpdatePruningStep()])
+    pruned.fit(
+        x, y, batch_size=8, verbose=0, callbacks=[sparsity.UpdatePruningStep()]
+    )
     assert_exact_sparsity(pruned, 0.5)
 
 
@@ -77,14 +81,29 @@ def test_original_model_is_left_untouched():
 
 
 def test_public_api_is_exactly_the_expected_names():
-    assert sorted(sparsity.__all__) == sorted([
-        "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
-        "PruneForLatencyOnXNNPack", "PruneLowMagnitude", "PruningPolicy",
-        "PruningSchedule", "PruningSummaries", "UpdatePruningStep",
-        "describe_litert", "export_litert", "load_compressed",
-        "prune_low_magnitude", "prune_scope", "report", "save_compressed",
-        "strip_pruning", "unpruned_layers",
-    ])
+    assert sorted(sparsity.__all__) == sorted(
+        [
+            "ConstantSparsity",
+            "PolynomialDecay",
+            "PrunableLayer",
+            "PruneForLatencyOnXNNPack",
+            "PruneLowMagnitude",
+            "PruningPolicy",
+            "PruningSchedule",
+            "PruningSummaries",
+            "SparsityOptimizer",
+            "UpdatePruningStep",
+            "describe_litert",
+            "export_litert",
+            "load_compressed",
+            "prune_low_magnitude",
+            "prune_scope",
+            "report",
+            "save_compressed",
+            "strip_pruning",
+            "unpruned_layers",
+        ]
+    )
     for name in sparsity.__all__:
         assert getattr(sparsity, name).__doc__
 
@@ -121,7 +140,8 @@ def test_unsupported_layers_in_a_model_are_skipped_with_a_warning():
     with pytest.warns(UserWarning, match=r"bilinear \(Bilinear\)"):
         pruned = sparsity.prune_low_magnitude(model)
     assert [type(layer).__name__ for layer in pruned.layers] == [
-        "Bilinear", "PruneLowMagnitude",
+        "Bilinear",
+        "PruneLowMagnitude",
     ]
     assert [layer.name for layer in sparsity.unpruned_layers(pruned)] == [
         "bilinear"
@@ -274,8 +294,10 @@ def test_stripped_model_saves_and_loads_as_plain_keras(tmp_path):
     sparsity.strip_pruning(pruned).save(path)
     loaded = keras.saving.load_model(path)
     assert [type(layer).__name__ for layer in loaded.layers] == [
-        "Dense", "Dense",
+        "Dense",
+        "Dense",
     ]
     assert [int(np.count_nonzero(w)) for w in loaded.get_weights()[::2]] == [
-        40, 20,
+        40,
+        20,
     ]

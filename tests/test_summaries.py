@@ -169,7 +169,7 @@ def test_values_are_the_masks_sparsity_threshold_and_schedule(tmp_path):
         assert scalars["global_sparsity"][step - 1] == (step, f32(zeros / 120))
     # The masks at step 3 were set by the update at step 2 (to 0.4375):
     # 45 of 80 and 22 of 40 weights kept (22.5 rounds to even).
-    dense, dense_1 = sparsity.callbacks.pruning_wrappers(model)
+    dense, dense_1 = sparsity.walk.pruning_wrappers(model)
     assert scalars[f"{dense.name}/kernel/sparsity"][2] == (3, 0.4375)
     assert scalars[f"{dense_1.name}/kernel/sparsity"][2] == (3, f32(0.45))
     assert scalars[f"{dense.name}/target_sparsity"][2] == (3, 0.4921875)
@@ -184,7 +184,7 @@ def test_threshold_is_zero_and_sparsity_one_when_every_weight_is_pruned(
     model = sparsity.prune_low_magnitude(
         build_simple_dense_model(), pruning_schedule=SCHEDULE
     )
-    first, second = sparsity.callbacks.pruning_wrappers(model)
+    first, second = sparsity.walk.pruning_wrappers(model)
     first.masks[0].assign(np.zeros((10, 8), "float32"))
     summaries = sparsity.PruningSummaries(tmp_path)
     summaries.set_model(model)

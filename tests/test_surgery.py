@@ -13,6 +13,7 @@ from conftest import toy_data
 
 import keras_sparsity as sparsity
 from keras_sparsity import PruneLowMagnitude
+from keras_sparsity import _compat
 from keras_sparsity import surgery
 
 L = keras.layers
@@ -78,7 +79,7 @@ def test_subclassed_model_prunes_every_sublayer_and_leaves_the_original():
     assert isinstance(pruned.heads["logits"], PruneLowMagnitude)
     assert isinstance(pruned.block.dense, PruneLowMagnitude)
     assert not isinstance(pruned.block.norm, PruneLowMagnitude)
-    assert len(sparsity.callbacks.pruning_wrappers(pruned)) == 5
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 5
     x, y = toy_data(num_samples=32)
     np.testing.assert_allclose(
         to_numpy(pruned(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6
@@ -87,14 +88,14 @@ def test_subclassed_model_prunes_every_sublayer_and_leaves_the_original():
     assert_exact_sparsity(pruned, 0.5)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
-    assert not sparsity.callbacks.pruning_wrappers(model)
+    assert not sparsity.walk.pruning_wrappers(model)
 
 
 def test_shared_sublayer_gets_one_wrapper():
     pruned = sparsity.prune_low_magnitude(built_tower(), EVERY_STEP)
     wrapper = pruned.shared
     assert isinstance(wrapper, PruneLowMagnitude)
-    ids = [id(w) for w in sparsity.callbacks.pruning_wrappers(pruned)]
+    ids = [id(w) for w in sparsity.walk.pruning_wrappers(pruned)]
     assert ids.count(id(wrapper)) == 1
 
 
@@ -105,7 +106,7 @@ def test_strip_and_save_a_pruned_subclassed_model(tmp_path):
     compile_model(pruned).fit(x, y, batch_size=8, verbose=0)
     final = sparsity.strip_pruning(pruned)
     assert isinstance(final, Tower)
-    assert not sparsity.callbacks.pruning_wrappers(final)
+    assert not sparsity.walk.pruning_wrappers(final)
     assert final.get_config() == model.get_config()
     np.testing.assert_allclose(
         to_numpy(final(x)), to_numpy(pruned(x)), rtol=1e-5, atol=1e-6
@@ -142,13 +143,13 @@ def test_subclassed_model_inside_a_functional_model():
     inputs = keras.Input((10,))
     model = keras.Model(inputs, L.Dense(3)(tower(inputs)))
     pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
-    assert len(sparsity.callbacks.pruning_wrappers(pruned)) == 6
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 6
     compile_model(pruned).fit(
         *toy_data(num_samples=16, num_classes=3), batch_size=8, verbose=0
     )
     assert_exact_sparsity(pruned, 0.5)
     final = sparsity.strip_pruning(pruned)
-    assert not sparsity.callbacks.pruning_wrappers(final)
+    assert not sparsity.walk.pruning_wrappers(final)
 
 
 def test_unbuilt_or_unrebuildable_subclassed_models_are_clear_errors():
@@ -179,4 +180,4 @@ def test_replace_swaps_attributes_lists_dicts_and_tuples():
     surgery.replace(holder, a, b)
     assert holder.direct is b and holder.listed[0] is b
     assert holder.mapped["k"] is b and holder.paired[0] is b
-    assert b in surgery.children(holder) and a not in surgery.children(holder)
+    assert b in _compat.sublayers(holder) and a not in _compat.sublayers(holder)

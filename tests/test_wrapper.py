@@ -356,17 +356,6 @@ def test_weights_that_come_back_restart_at_zero():
     assert nonzeros == [20, 20, 50]
 
 
-def test_masks_are_trainable_state_only_on_jax():
-    model = keras.Sequential(
-        [keras.Input((4,)), sparsity.prune_low_magnitude(L.Dense(3))]
-    )
-    mask = model.layers[0].masks[0]
-    on_jax = keras.backend.backend() == "jax"
-    assert mask.trainable is on_jax
-    assert any(v is mask for v in model.trainable_variables) is on_jax
-    assert any(v is mask for v in model.non_trainable_variables) is not on_jax
-
-
 def test_wrapper_names_and_masks():
     wrapper = PruneLowMagnitude(L.Dense(3, name="dense_a"))
     assert wrapper.name == "prune_low_magnitude_dense_a"

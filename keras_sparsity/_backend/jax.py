@@ -1,0 +1,27 @@
+"""JAX: variables are assigned outside `cond` (JAX's stateless scope
+cannot see an assignment made inside a traced branch)."""
+
+from keras import ops
+
+from keras_sparsity._backend.traced import schedules_at
+from keras_sparsity._backend.traced import snapshot
+
+__all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
+
+
+def update_mask(entry, should_prune, compute):
+    old = entry.mask.value
+    kernel = entry.kernel
+
+    def recompute():
+        new = compute(kernel.value * ops.cast(old, kernel.dtype))
+        return new, old * new
+
+    new, keep = ops.cond(should_prune, recompute, lambda: (old, old))
+    entry.mask.assign(new)
+    kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
+
+
+def read_int(variable):
+    """A variable's value in Python."""
+    return int(ops.convert_to_numpy(variable))

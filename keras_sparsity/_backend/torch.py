@@ -1,0 +1,47 @@
+"""PyTorch runs eagerly: the step and each schedule are read once per
+update in Python, and a kernel is masked in place."""
+
+import torch
+from keras import ops
+
+
+def snapshot(variable):
+    """The step as a Python int (an eager tensor would alias the variable)."""
+    return int(ops.convert_to_numpy(variable))
+
+
+def schedules_at(schedules, flags, step, cache):
+    """`cache` (a set owned by the optimizer) remembers flags already seen
+    at 1, so a step reads no flag from the device once pruning started."""
+    due = []
+    for index, (schedule, flag) in enumerate(zip(schedules, flags)):
+        should_prune, sparsity = schedule(ops.convert_to_tensor(step, "int32"))
+        should_prune = bool(should_prune)
+        begin_step = getattr(schedule, "begin_step", None)
+        if begin_step is not None and index not in cache:
+            if not should_prune and step >= begin_step:
+                should_prune = int(ops.convert_to_numpy(flag)) == 0
+            if should_prune:
+                flag.assign(1)
+                cache.add(index)
+        due.append((should_prune, sparsity))
+    return due
+
+
+def update_mask(entry, should_prune, compute):
+    mask = entry.mask
+    kernel = entry.kernel.value
+    if should_prune:
+        old = mask.value
+        new = compute(kernel * old.to(kernel.dtype))
+        keep = old * new  # before the assign: torch aliases `old`
+        mask.assign(new)
+    else:
+        keep = mask.value
+    with torch.no_grad():
+        kernel.mul_(keep.to(kernel.dtype))
+
+
+def read_int(variable):
+    """A variable's value in Python."""
+    return int(ops.convert_to_numpy(variable))

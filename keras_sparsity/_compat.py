@@ -1,0 +1,84 @@
+"""Every access to Keras internals, in one place (keras 3.15.1 is pinned).
+
+Each function names the private it reads or writes; `tests/test_compat.py`
+exercises each one, so a Keras upgrade that moves one fails there first.
+"""
+
+from keras.src.models.functional import Functional
+
+
+def is_functional(model):
+    """True for a model that runs a graph of layers: Sequential, functional
+    and functional subclasses (KerasHub backbones and tasks)."""
+    import keras
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def sublayers(layer):
+    """The direct sublayers of a layer, in tracking order (`_layers`)."""
+    return list(getattr(layer, "_layers", ()))
+
+
+def all_sublayers(layer):
+    """Every sublayer at any depth, each once (`_flatten_layers`)."""
+    return list(layer._flatten_layers(include_self=False))
+
+
+def untrack(parent, old, new):
+    """Makes the parent's record of its sublayers hold `new` for `old`
+    (`_tracker`, `_layers`)."""
+    parent._tracker.replace_tracked_value("layers", old, new)
+    layers = getattr(parent, "_layers", None)
+    if isinstance(layers, list):
+        for index, layer in enumerate(layers):
+            if layer is old:
+                list.__setitem__(layers, index, new)
+
+
+TRACKING_ATTRIBUTES = ("_layers", "_tracker")
+
+
+def swap_in_graph(model, old, new):
+    """Makes a functional model call `new` wherever its graph called `old`
+    (`Node.operation`, `Function._operations`, `Operation._inbound_nodes`).
+
+    Only the graph's execution changes: the model's config still names
+    `old`'s layer, which is why plain Sequential and functional models are
+    cloned instead.
+    """
+    if not isinstance(model, Functional):
+        return
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is old:
+                node.operation = new
+    model._operations = [new if op is old else op for op in model._operations]
+    for depth, operations in model._operations_by_depth.items():
+        model._operations_by_depth[depth] = [
+            new if op is old else op for op in operations
+        ]
+    new._inbound_nodes = old._inbound_nodes
+    new._outbound_nodes = old._outbound_nodes
+
+
+def producing_node(tensor):
+    """The graph node that produced a symbolic tensor (`_keras_history`,
+    `_inbound_nodes`), as Keras' own `ops/function.py` walks it."""
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+def litert_ops(interpreter):
+    """The operators of a loaded `.tflite` model
+    (`Interpreter._get_ops_details`: no public call lists them)."""
+    return interpreter._get_ops_details()
+
+
+def is_plain_graph(model):
+    """True for a Sequential or functional model of Keras' own classes,
+    which `keras.models.clone_model` copies faithfully (a subclass would
+    come back as a plain `Functional`)."""
+    import keras
+
+    return type(model) in (keras.Sequential, Functional)

@@ -1,0 +1,419 @@
+"""`SparsityOptimizer`: the one component that prunes, once per optimizer step.
+
+Why an optimizer wrapper. Only the optimizer step sees, at once, every
+pruned kernel, its gradient and the step counter; and on JAX only what
+`stateless_apply` returns (the trainable variables and `optimizer.variables`)
+survives a jitted train step. So pruning runs inside the optimizer, the way
+Keras' own `LossScaleOptimizer` keeps its loss scale:
+
+* `SparsityOptimizer(inner)` finds the masks among the variables it is built
+  on (each mask knows its wrapper and kernel), builds `inner` on the other
+  variables, and keeps its own state (one "pruned yet" flag per schedule) as
+  optimizer variables, which every backend's train step carries.
+* Each `apply` multiplies the kernels' gradients by their masks (so the
+  inner optimizer's slots never grow at pruned positions), lets `inner`
+  update, then evaluates each schedule once at the step, recomputes the
+  masks that are due and writes `kernel * mask`: pruned weights are exactly
+  zero after every step, whether or not the layer's output reached the loss
+  (masks no longer depend on a gradient).
+* `finalize_variable_values` (the end of `fit`, where EMA weights are
+  written) masks the kernels again.
+
+Where masks live: in the wrappers, as model variables that are *trainable*
+(so JAX's stateless step returns them) but never trained: this optimizer
+writes them, and no gradient reaches them (the forward pass does not read
+them: the kernels themselves are exactly sparse). The same on every backend.
+A plain optimizer applied to a pruned kernel raises (`EngineGuard`), so
+a pruned model can never silently train dense.
+"""
+
+import contextlib
+import inspect
+import json
+import warnings
+
+import keras
+from keras import ops
+
+from keras_sparsity import _backend
+
+_ACTIVE = []  # SparsityOptimizers whose `apply` is running (trace time)
+
+
+@contextlib.contextmanager
+def _engine_active(optimizer):
+    _ACTIVE.append(optimizer)
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+class EngineGuard:
+    """Constraint on a pruned kernel: only a `SparsityOptimizer` may update
+    it. Keeps the layer's own constraint, applied first."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+
+    def __call__(self, weight):
+        if not _ACTIVE:
+            raise RuntimeError(NOT_ENGINE_MSG)
+        return weight if self.inner is None else self.inner(weight)
+
+    def get_config(self):
+        return {}
+
+
+NOT_ENGINE_MSG = (
+    "A pruned kernel was updated by an optimizer that is not a "
+    "`keras_sparsity.SparsityOptimizer`, so its mask would not be applied. "
+    "Models returned by `prune_low_magnitude` wrap the optimizer when "
+    "compiled; for a model assembled from pruned layers, pass "
+    "`callbacks=[sparsity.UpdatePruningStep()]` to `fit`, or compile with "
+    "`optimizer=sparsity.SparsityOptimizer('adam')`; in a custom training "
+    "loop, use `sparsity.SparsityOptimizer(optimizer)`."
+)
+
+
+def mask_owner(variable):
+    """`(wrapper, index)` if `variable` is a pruning mask, else None."""
+    return getattr(variable, "_keras_sparsity_mask_of", None)
+
+
+def as_sparsity_optimizer(optimizer):
+    """`optimizer` (a name, config or instance) wrapped unless it already
+    prunes (itself, or inside a `LossScaleOptimizer`)."""
+    optimizer = keras.optimizers.get(optimizer)
+    return optimizer if _prunes(optimizer) else SparsityOptimizer(optimizer)
+
+
+def plain_optimizer(optimizer):
+    """The optimizer a `SparsityOptimizer` wraps (for stripped models)."""
+    if isinstance(optimizer, dict) and optimizer.get("registered_name") == (
+        "keras_sparsity>SparsityOptimizer"
+    ):
+        return optimizer["config"]["inner_optimizer"]
+    return optimizer
+
+
+class _Untracked:
+    """Holds variables out of sight of the optimizer's tracker (which would
+    count a list of model variables assigned to it as its own)."""
+
+    def __init__(self, variables):
+        self.variables = list(variables)
+
+
+class _Entry:
+    """One pruned kernel: its variable, mask, wrapper and index there."""
+
+    def __init__(self, wrapper, index):
+        self.wrapper = wrapper
+        self.index = index
+        self.kernel = wrapper.pruned_weights[index]
+        self.mask = wrapper.masks[index]
+
+
+@keras.saving.register_keras_serializable(package="keras_sparsity")
+class SparsityOptimizer(keras.optimizers.Optimizer):
+    """Wraps an optimizer so that each of its steps also prunes.
+
+    Every model returned by `prune_low_magnitude` compiles with it
+    automatically (whatever optimizer you pass to `compile`), and
+    `UpdatePruningStep` puts it in place for models assembled from pruned
+    layers. Use it yourself in custom training loops. Once per update it
+    masks the pruned kernels' gradients, lets `inner_optimizer` update,
+    recomputes the masks that each layer's schedule says are due (counting
+    `inner_optimizer.iterations`), and multiplies every pruned kernel by its
+    mask.
+
+    Args:
+        inner_optimizer: A `keras.optimizers.Optimizer`, or a name or config
+            that `keras.optimizers.get` accepts (e.g. `"adam"`).
+        name: Optional name.
+
+    Example:
+
+    ```python
+    optimizer = sparsity.SparsityOptimizer(keras.optimizers.Adam(1e-3))
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, pruned(x, training=True))
+    grads = tape.gradient(loss, pruned.trainable_variables)
+    optimizer.apply(grads, pruned.trainable_variables)
+    ```
+    """
+
+    def __init__(self, inner_optimizer, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                "`SparsityOptimizer` takes only `inner_optimizer` and `name`; "
+                "set learning rate, clipping, EMA or weight decay on the "
+                f"inner optimizer. Received: {sorted(kwargs)}"
+            )
+        inner = inner_optimizer
+        if isinstance(inner, (str, dict)):
+            inner = keras.optimizers.get(inner)
+        if not isinstance(inner, keras.optimizers.Optimizer):
+            raise TypeError(
+                "Argument `inner_optimizer` must be a Keras optimizer or a "
+                "name such as 'adam'. Received: "
+                f"inner_optimizer={inner_optimizer!r}"
+            )
+        super().__init__(learning_rate=0.0, name=name)
+        self.inner_optimizer = inner
+        self._entries = []
+        self._schedules = []
+        self._seen_pruned = set()
+
+    def build(self, var_list):
+        entries, others = [], []
+        for variable in var_list:
+            owner = mask_owner(variable)
+            if owner is None:
+                others.append(variable)
+            else:
+                entries.append(_Entry(*owner))
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(others)
+            self._inner = _Untracked(others)
+        else:  # built on the whole model already (`ensure_engine`)
+            self._inner = _Untracked(var_list)
+        self._entries = entries
+        # Equal schedules are one schedule, also after a model is loaded
+        # (where each wrapper holds its own copy).
+        keys = {}
+        for entry in entries:
+            key = _schedule_key(entry.wrapper.pruning_schedule)
+            entry.schedule_index = keys.setdefault(key, len(keys))
+        self._schedules = [None] * len(keys)
+        for entry in entries:
+            self._schedules[entry.schedule_index] = (
+                entry.wrapper.pruning_schedule
+            )
+        self._pruned_once = [
+            self.add_variable(
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                aggregation="only_first_replica",
+                name=f"pruned_once_{i}",
+            )
+            for i in range(len(self._schedules))
+        ]
+        super().build(var_list)
+        _warn_if_past_schedules(self)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    @property
+    def pruned_kernels(self):
+        """`(kernel, mask)` pairs this optimizer prunes, in build order."""
+        return [(entry.kernel, entry.mask) for entry in self._entries]
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            self.build(trainable_variables)
+            self.built = True
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        masks = {id(e.kernel): e.mask for e in self._entries}
+        inner_grads, inner_variables = [], []
+        for grad, variable in zip(grads, trainable_variables):
+            if mask_owner(variable) is not None:
+                continue
+            mask = masks.get(id(variable))
+            if grad is not None and mask is not None:
+                grad = grad * ops.cast(mask, grad.dtype)
+            inner_grads.append(grad)
+            inner_variables.append(variable)
+        # Read before the inner update increments it (torch aliases).
+        step = _backend.snapshot(self.inner_optimizer.iterations)
+        with _engine_active(self):
+            if inner_grads:
+                self.inner_optimizer.apply(inner_grads, inner_variables)
+            self._update_masks(step)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """`apply` for JAX's stateless train step: the inner optimizer runs
+        its own `stateless_apply` (so its JAX-specific paths apply), then
+        the masks are updated in a stateless scope."""
+        if not self.built:
+            raise ValueError(
+                "To call `stateless_apply`, SparsityOptimizer must be built: "
+                "call `optimizer.build(model.trainable_variables)` first."
+            )
+        own_count = len(self._variables)
+        own, inner_state = (
+            optimizer_variables[:own_count],
+            optimizer_variables[own_count:],
+        )
+        values = {
+            id(v): value
+            for v, value in zip(self._trainable_variables, trainable_variables)
+        }
+        grads = dict(zip(map(id, self._trainable_variables), grads))
+        masks = {id(e.kernel): e.mask for e in self._entries}
+        inner_grads = []
+        for variable in self._inner.variables:
+            grad = grads[id(variable)]
+            mask = masks.get(id(variable))
+            if grad is not None and mask is not None:
+                grad = grad * ops.cast(values[id(mask)], grad.dtype)
+            inner_grads.append(grad)
+        inner_mapping = list(zip(self.inner_optimizer.variables, inner_state))
+        with keras.StatelessScope(state_mapping=inner_mapping):
+            step = ops.convert_to_tensor(self.iterations)
+        with _engine_active(self):
+            updated, inner_state = self.inner_optimizer.stateless_apply(
+                inner_state,
+                inner_grads,
+                [values[id(v)] for v in self._inner.variables],
+            )
+            for variable, value in zip(self._inner.variables, updated):
+                values[id(variable)] = value
+            mapping = [
+                (v, values[id(v)]) for v in self._trainable_variables
+            ] + list(zip(self._variables, own))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                self._update_masks(step)
+        return (
+            [scope.get_current_value(v) for v in self._trainable_variables],
+            [scope.get_current_value(v) for v in self._variables]
+            + list(inner_state),
+        )
+
+    def _update_masks(self, step):
+        """Recomputes the masks that are due at `step`; masks every kernel."""
+        due = _backend.schedules_at(
+            self._schedules, self._pruned_once, step, self._seen_pruned
+        )
+        for entry in self._entries:
+            should_prune, sparsity = due[entry.schedule_index]
+            _backend.update_mask(
+                entry,
+                should_prune,
+                lambda masked, e=entry, s=sparsity: e.wrapper.new_mask(
+                    e.index, masked, s
+                ),
+            )
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(
+            [v for v in var_list if mask_owner(v) is None]
+        )
+        for entry in self._entries:
+            entry.kernel.assign(
+                entry.kernel * ops.cast(entry.mask, entry.kernel.dtype)
+            )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(
+                self.inner_optimizer
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)
+
+
+def _schedule_key(schedule):
+    return json.dumps(
+        keras.saving.serialize_keras_object(schedule), sort_keys=True
+    )
+
+
+def _warn_if_past_schedules(optimizer):
+    """Schedules that have ended before the first step prune once, at that
+    step, to their final sparsity; say so."""
+    step = _backend.read_int(optimizer.inner_optimizer.iterations)
+    for schedule in optimizer._schedules:
+        end_step = getattr(schedule, "end_step", -1)
+        if end_step is not None and 0 <= end_step < step:
+            warnings.warn(
+                f"The optimizer is already at step {step}, past end_step="
+                f"{end_step} of {schedule!r}: the masks are set once, at the "
+                "next step, to the schedule's final sparsity.",
+                stacklevel=3,
+            )
+
+
+def _prunes(optimizer):
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return isinstance(optimizer, SparsityOptimizer)
+
+
+def install_engine_on_compile(model):
+    """Makes `model.compile` wrap any optimizer in a `SparsityOptimizer`.
+
+    An instance attribute, so the user's class is untouched; a compiled
+    model is compiled again, with its own settings, through it.
+    """
+
+    def compile(*args, **kwargs):
+        if args:
+            optimizer, args = args[0], args[1:]
+        else:
+            optimizer = kwargs.pop("optimizer", _default_optimizer(model))
+        try:
+            optimizer = as_sparsity_optimizer(optimizer)
+        except ValueError:  # a value only the model's class knows ("auto")
+            pass
+        type(model).compile(model, optimizer, *args, **kwargs)
+        ensure_engine(model)
+
+    object.__setattr__(model, "compile", compile)
+    if model.compiled:
+        compile(
+            **keras.saving.deserialize_keras_object(model.get_compile_config())
+        )
+
+
+def _default_optimizer(model):
+    parameter = inspect.signature(type(model).compile).parameters.get(
+        "optimizer"
+    )
+    return "rmsprop" if parameter is None else parameter.default
+
+
+def ensure_engine(model):
+    """Puts a `SparsityOptimizer` around a compiled model's optimizer.
+
+    Called when training starts (`UpdatePruningStep`) for a model assembled
+    by hand from pruned layers and compiled with a plain optimizer. Returns
+    True when it replaced the optimizer.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or _prunes(optimizer):
+        return False
+    engine = SparsityOptimizer(optimizer)
+    if optimizer.built:
+        engine.build(model.trainable_variables)
+    model.optimizer = engine
+    model.make_train_function(force=True)
+    return True
