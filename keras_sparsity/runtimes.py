@@ -29,12 +29,10 @@ on an x86 (AVX2) CPU and from the runtimes' documentation and source:
 
 import dataclasses
 
-import keras
 
 from keras_sparsity import _compat
-from keras_sparsity.wrapper import PruneLowMagnitude
+from keras_sparsity.policy import PruneForLatencyOnXNNPack
 
-L = keras.layers
 
 RUNTIMES = {
     "litert": "LiteRT / TFLite",
@@ -50,21 +48,6 @@ _TENSOR_CORE_DTYPES = {
     "int8": 32,
     "float32": 32,
 }
-_ELEMENTWISE = (
-    L.BatchNormalization,
-    L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.PReLU,
-    L.Add,
-    L.Multiply,
-    L.Dropout,
-    L.SpatialDropout2D,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.Identity,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,134 +273,46 @@ def _structural(row):
 
 
 def _xnnpack(model, rows):
-    """`{(layer, weight): (faster, reason)}` for 1×1 Conv2D kernels."""
-    rows = {(row.layer, row.weight): row for row in rows}
-    layers = _ordered_layers(model)
-    if layers is None:
-        return {
-            key: (
-                False,
-                (
-                    "XNNPack's sparse subgraph rule needs the layer graph, "
-                    "which a subclassed model does not expose"
-                ),
-            )
-            for key, row in rows.items()
-            if _is_pointwise_kernel(row)
-        }
-    verdicts = {}
-    stem, members = None, []
-    for layer in layers:
-        if stem is None:
-            if _is_stem(layer):
-                stem, members = layer, []
-            elif _is_pointwise(layer):
-                verdicts[_key(layer)] = (
-                    False,
-                    (
-                        "no 3×3 stride-2 Conv2D on 3 input channels comes "
-                        "before it; XNNPack's sparse subgraph starts with one"
-                    ),
-                )
-        elif isinstance(layer, L.GlobalAveragePooling2D):
-            verdicts.update(_cluster(stem, layer, members, rows))
-            stem, members = None, []
-        elif _is_pointwise(layer):
-            members.append(layer)
-        elif not _allowed_inside(layer):
-            for member in members:
-                verdicts[_key(member)] = (
-                    False,
-                    (
-                        f"{layer.name} ({type(layer).__name__}) lies between "
-                        f"the stem {stem.name} and the spatial mean; XNNPack's "
-                        "sparse subgraph allows only 1×1 and 3×3/5×5 depthwise "
-                        "convolutions and elementwise layers"
-                    ),
-                )
-            stem = layer if _is_stem(layer) else None
-            members = []
-    for member in members:
-        verdicts[_key(member)] = (
-            False,
-            (
-                f"no GlobalAveragePooling2D (a spatial mean) follows the stem "
-                f"{stem.name}; XNNPack's sparse subgraph must end with one"
-            ),
-        )
-    return {key: value for key, value in verdicts.items() if key in rows}
+    """`{(layer, weight): (faster, reason)}` for the 1×1 Conv2D kernels.
 
-
-def _cluster(stem, mean, members, rows):
-    kernels = [rows[_key(m)] for m in members if _key(m) in rows]
-    size = sum(row.num_parameters for row in kernels)
-    zeros = size - sum(row.num_nonzeros for row in kernels)
+    The subgraph rule is `PruneForLatencyOnXNNPack`'s own (one rule set:
+    the policy prunes exactly what this verdict calls faster); XNNPack's
+    sparse path then needs at least 2/3 of those kernels' weights zero.
+    """
+    policy = PruneForLatencyOnXNNPack()
+    pointwise = {
+        (layer.name, "kernel")
+        for layer in _compat.all_sublayers(model)
+        if policy.allow_pruning(layer)
+    }
+    rows = [
+        row
+        for row in rows
+        if (row.layer, row.weight) in pointwise or _is_pointwise_kernel(row)
+    ]
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as error:
+        reason = " ".join(str(error).split())
+        return {(row.layer, row.weight): (False, reason) for row in rows}
+    size = sum(row.num_parameters for row in rows)
+    zeros = size - sum(row.num_nonzeros for row in rows)
     share = zeros / size if size else 0.0
-    where = f"between {stem.name} and {mean.name}"
     if 3 * zeros >= 2 * size:
         verdict = (
             True,
             (
-                f"1×1 convolutions {where} are {_pct(share)} zero (>= 2/3): "
-                "XNNPack's sparse path, on ARM only (1.3-2.4× reported for "
-                "MobileNets); x86 CPUs with AVX run it dense"
+                f"the model's 1×1 convolutions are {_pct(share)} zero "
+                "(>= 2/3): XNNPack's sparse path, on ARM only (1.3-2.4× "
+                "reported for MobileNets); x86 CPUs with AVX run it dense"
             ),
         )
     else:
         verdict = (
             False,
             (
-                f"1×1 convolutions {where} are {_pct(share)} zero; XNNPack's "
-                "sparse path needs >= 2/3 (67 %)"
+                f"the model's 1×1 convolutions are {_pct(share)} zero; "
+                "XNNPack's sparse path needs >= 2/3 (67 %)"
             ),
         )
-    return {_key(member): verdict for member in members}
-
-
-def _ordered_layers(model):
-    """Layers in graph order, wrappers unwrapped; None for subclassed."""
-    if not _compat.is_functional(model):
-        return None
-    ordered = []
-    for layer in model.layers:
-        if isinstance(layer, PruneLowMagnitude):
-            layer = layer.layer
-        if isinstance(layer, keras.Model):
-            inner = _ordered_layers(layer)
-            if inner is None:
-                return None
-            ordered.extend(inner)
-        else:
-            ordered.append(layer)
-    return ordered
-
-
-def _key(layer):
-    if isinstance(layer, L.SeparableConv2D):
-        return (layer.name, "pointwise_kernel")
-    return (layer.name, "kernel")
-
-
-def _is_stem(layer):
-    return (
-        isinstance(layer, L.Conv2D)
-        and tuple(layer.kernel_size) == (3, 3)
-        and tuple(layer.strides) == (2, 2)
-        and layer.kernel.shape[-2] == 3
-    )
-
-
-def _is_pointwise(layer):
-    if isinstance(layer, L.SeparableConv2D):
-        return tuple(layer.kernel_size) in ((3, 3), (5, 5))
-    return (
-        isinstance(layer, L.Conv2D)
-        and tuple(layer.kernel_size) == (1, 1)
-        and tuple(layer.strides) == (1, 1)
-    )
-
-
-def _allowed_inside(layer):
-    if isinstance(layer, L.DepthwiseConv2D):
-        return tuple(layer.kernel_size) in ((3, 3), (5, 5))
-    return isinstance(layer, _ELEMENTWISE)
+    return {(row.layer, row.weight): verdict for row in rows}

@@ -187,9 +187,7 @@ def test_macs_of_dense_on_a_sequence_and_of_conv2d():
     mask = random_mask((3, 3, 4, 8), 100)
     kernel = masked_values(mask)
     conv = L.Conv2D(8, 3, strides=2, padding="same", **ZEROS)
-    row = only_row(
-        single_layer_model(conv, (10, 10, 4), [kernel, np.zeros(8)])
-    )
+    row = only_row(single_layer_model(conv, (10, 10, 4), [kernel, np.zeros(8)]))
     assert (row.dense_macs, row.sparse_macs) == (288 * 25, 100 * 25)
     # "valid" on 10x10 with stride 1: 8x8 positions.
     conv = L.Conv2D(8, 3, **ZEROS)
@@ -336,9 +334,9 @@ def mobilenet_like(
     weights non-zero, then `head` and a classifier."""
     inputs = keras.Input((16, 16, 3))
     stem = L.Conv2D(
-        8, 3, strides=stem_strides, padding="same", name="stem", **ZEROS
+        8, 3, strides=stem_strides, padding="valid", name="stem", **ZEROS
     )
-    x = stem(inputs)
+    x = stem(L.ZeroPadding2D(1)(inputs))
     x = L.BatchNormalization()(x)
     x = L.ReLU()(x)
     x = L.DepthwiseConv2D(3, padding="same", depthwise_initializer="zeros")(x)
@@ -364,7 +362,40 @@ def test_xnnpack_sparse_subgraph_rule():
     assert "flatten" in reason or "GlobalAveragePooling2D" in reason
     assert not verdict(no_mean, "litert", layer="pw").faster
     stride_one = report(mobilenet_like(32, stem_strides=1), sizes=False)
-    assert "3×3 stride-2" in verdict(stride_one, "litert", layer="pw").reason
+    reason = verdict(stride_one, "litert", layer="pw").reason
+    assert "ZeroPadding2D(1) then Conv2D(filters, 3, strides=2" in reason
+
+
+def test_xnnpack_verdict_agrees_with_the_xnnpack_policy():
+    """MobileNet v1's strided block: the policy prunes both 1x1 kernels,
+    and the report calls exactly those faster (one rule set)."""
+    inputs = keras.Input((16, 16, 3))
+    x = L.ZeroPadding2D(1)(inputs)
+    x = L.Conv2D(8, 3, strides=2, padding="valid")(x)
+    x = L.Conv2D(32, 1, name="pw1")(x)
+    x = L.ZeroPadding2D(1)(x)
+    x = L.DepthwiseConv2D(3, strides=2, padding="valid")(x)
+    x = L.Conv2D(32, 1, name="pw2")(x)
+    model = keras.Model(inputs, L.GlobalAveragePooling2D(keepdims=True)(x))
+    pruned = sparsity.prune_low_magnitude(
+        model,
+        sparsity.ConstantSparsity(0.8, 0),
+        pruning_policy=sparsity.PruneForLatencyOnXNNPack(),
+    )
+    wrapped = sorted(
+        w.layer.name for w in sparsity.walk.pruning_wrappers(pruned)
+    )
+    assert wrapped == ["pw1", "pw2"]
+    for layer in model.layers:
+        if layer.name in wrapped:
+            kernel = layer.get_weights()[0]
+            kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.8)] = 0
+            layer.set_weights([kernel, layer.get_weights()[1]])
+    result = report(model, sizes=False)
+    faster = sorted(
+        v.layer for v in result.verdicts if v.runtime == "litert" and v.faster
+    )
+    assert faster == wrapped
 
 
 def test_report_of_a_pruned_model_after_fit_is_exact_and_read_only():
