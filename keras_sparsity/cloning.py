@@ -127,6 +127,8 @@ def recompile(model, config):
     """`model.compile` with a compile config, also for classes with their
     own `compile` (KerasHub tasks), which `compile_from_config` skips."""
     model.compile(**keras.saving.deserialize_keras_object(config))
+    if model.built:  # as `compile_from_config` does
+        model.optimizer.build(model.trainable_variables)
 
 
 def _with_assets(model):

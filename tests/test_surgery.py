@@ -1,4 +1,5 @@
-"""Subclassed models: pruned in a rebuilt copy whose sublayers are swapped."""
+"""Models of every kind: their prunable sublayers, at any depth, are swapped
+for wrappers in a copy of the same class (or in the model, in place)."""
 
 import os
 
@@ -181,3 +182,154 @@ def test_replace_swaps_attributes_lists_dicts_and_tuples():
     assert holder.direct is b and holder.listed[0] is b
     assert holder.mapped["k"] is b and holder.paired[0] is b
     assert b in _compat.sublayers(holder) and a not in _compat.sublayers(holder)
+
+
+def test_layers_inside_a_custom_layer_of_a_functional_model_are_pruned():
+    inputs = keras.Input((10,))
+    outputs = L.Dense(5)(Block(8, name="block")(inputs))
+    model = keras.Model(inputs, outputs)
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert sparsity.unpruned_layers(pruned) == []
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 2
+    block = pruned.get_layer("block")
+    assert isinstance(block.dense, PruneLowMagnitude)
+    assert not isinstance(model.get_layer("block").dense, PruneLowMagnitude)
+    compile_model(pruned)
+    pruned.fit(*toy_data(), batch_size=8, verbose=0)
+    assert_exact_sparsity(pruned, 0.5)
+    final = sparsity.strip_pruning(pruned)
+    np.testing.assert_allclose(
+        to_numpy(final(np.ones((2, 10), "float32"))),
+        to_numpy(pruned(np.ones((2, 10), "float32"))),
+        atol=1e-6,
+    )
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Residual(keras.Model):
+    """A functional subclass, as KerasHub writes its backbones."""
+
+    def __init__(self, units=8, **kwargs):
+        inputs = keras.Input((10,))
+        x = Block(units, name="block")(inputs)
+        outputs = L.Dense(5, name="head")(L.Dense(units)(x) + x)
+        super().__init__(inputs, outputs, **kwargs)
+        self.units = units
+
+    def logits(self, x):
+        return self(x)
+
+    def get_config(self):
+        return {"units": self.units, "name": self.name}
+
+
+def test_functional_subclass_keeps_its_class_and_methods():
+    model = Residual()
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert type(pruned) is Residual
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 3
+    head = pruned.get_layer("prune_low_magnitude_head")
+    assert isinstance(head, PruneLowMagnitude)
+    compile_model(pruned)
+    pruned.fit(*toy_data(), batch_size=8, verbose=0)
+    assert_exact_sparsity(pruned, 0.5)
+    x = np.ones((2, 10), "float32")
+    final = sparsity.strip_pruning(pruned)
+    assert type(final) is Residual and not sparsity.walk.pruning_wrappers(final)
+    np.testing.assert_allclose(
+        to_numpy(final.logits(x)), to_numpy(pruned.logits(x)), atol=1e-6
+    )
+
+
+class NoArguments(keras.Model):
+    """The most common subclassed model: `__init__(self)`, no config."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = L.Dense(8, activation="relu")
+        self.out = L.Dense(5)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+class TakesALayer(keras.Model):
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+        self.out = L.Dense(5)
+
+    def call(self, x):
+        return self.out(self.body(x))
+
+
+def test_subclassed_model_without_config_is_copied_or_pruned_in_place():
+    model = NoArguments()
+    model(np.zeros((1, 10), "float32"))
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert type(pruned) is NoArguments and pruned is not model
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 2
+    np.testing.assert_array_equal(
+        to_numpy(pruned.hidden.layer.kernel), to_numpy(model.hidden.kernel)
+    )
+
+    other = TakesALayer(L.Dense(8))
+    other(np.zeros((1, 10), "float32"))
+    with pytest.raises(ValueError, match="inplace=True"):
+        sparsity.prune_low_magnitude(other, EVERY_STEP)
+    same = sparsity.prune_low_magnitude(other, EVERY_STEP, inplace=True)
+    assert same is other
+    assert isinstance(other.body, PruneLowMagnitude)
+    compile_model(other)
+    other.fit(*toy_data(), batch_size=8, verbose=0)
+    assert_exact_sparsity(other, 0.5)
+    sparsity.strip_pruning(other, inplace=True)
+    assert not isinstance(other.body, PruneLowMagnitude)
+    assert np.count_nonzero(to_numpy(other.body.kernel)) == 40
+
+
+class BrokenConfig(L.Layer):
+    def call(self, x):
+        return x * 2.0
+
+    def get_config(self):
+        raise AttributeError("no attribute 'rope_scaling_factor'")
+
+
+def test_a_layer_with_a_broken_config_that_holds_no_weights_is_kept():
+    inputs = keras.Input((10,))
+    model = keras.Model(inputs, L.Dense(5)(BrokenConfig()(inputs)))
+    pruned = sparsity.prune_low_magnitude(model, EVERY_STEP)
+    assert len(sparsity.walk.pruning_wrappers(pruned)) == 1
+    compile_model(pruned)
+    pruned.fit(*toy_data(), batch_size=8, verbose=0)
+    assert_exact_sparsity(pruned, 0.5)
+
+
+def test_clone_function_recipe_leaves_the_base_model_untouched():
+    base = keras.Sequential([keras.Input((10,)), L.Dense(8), L.Dense(5)])
+    before = [w.copy() for w in base.get_weights()]
+
+    def apply_pruning_to_dense(layer):
+        if isinstance(layer, L.Dense):
+            return sparsity.prune_low_magnitude(layer, EVERY_STEP)
+        return layer
+
+    pruned = keras.models.clone_model(
+        base, clone_function=apply_pruning_to_dense
+    )
+    compile_model(pruned)
+    pruned.fit(
+        *toy_data(),
+        batch_size=8,
+        verbose=0,
+        callbacks=[sparsity.UpdatePruningStep()],
+    )
+    assert_exact_sparsity(pruned, 0.5)
+    for layer in base.layers:
+        assert layer.kernel.constraint is None
+    for value, saved in zip(base.get_weights(), before):
+        np.testing.assert_array_equal(value, saved)
+    compile_model(base, optimizer="sgd")  # training the base prunes nothing
+    base.fit(*toy_data(), batch_size=8, verbose=0)
+    assert all(np.all(w != 0) for w in base.get_weights()[::2])
