@@ -39,6 +39,14 @@ def untrack(parent, old, new):
 TRACKING_ATTRIBUTES = ("_layers", "_tracker")
 
 
+def list_storage(items):
+    """The plain list that holds a list attribute's items: itself, or, for
+    TensorFlow's tracking `ListWrapper` (which Keras layers get on the
+    TensorFlow backend), its `_storage`."""
+    storage = getattr(items, "_storage", None)
+    return storage if isinstance(storage, list) else items
+
+
 def swap_in_graph(model, old, new):
     """Makes a functional model call `new` wherever its graph called `old`
     (`Node.operation`, `Function._operations`, `Operation._inbound_nodes`).

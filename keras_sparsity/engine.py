@@ -351,6 +351,8 @@ def _warn_if_past_schedules(optimizer):
     """Schedules that have ended before the first step prune once, at that
     step, to their final sparsity; say so."""
     step = _backend.read_int(optimizer.inner_optimizer.iterations)
+    if step is None:
+        return
     for schedule in optimizer._schedules:
         end_step = getattr(schedule, "end_step", -1)
         if end_step is not None and 0 <= end_step < step:

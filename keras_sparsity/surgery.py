@@ -34,8 +34,9 @@ def _swap(value, old, new):
     if value is old:
         return new
     if isinstance(value, list):
-        for index, item in enumerate(value):
-            list.__setitem__(value, index, _swap(item, old, new))
+        items = _compat.list_storage(value)
+        for index, item in enumerate(items):
+            list.__setitem__(items, index, _swap(item, old, new))
     elif isinstance(value, dict):
         for key, item in list(value.items()):
             dict.__setitem__(value, key, _swap(item, old, new))

@@ -200,7 +200,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 dtype="float32",
                 trainable=True,
                 autocast=False,
-                aggregation="only_first_replica",
             )
             # How the engine tells masks from weights among the variables
             # an optimizer is built on.

@@ -44,7 +44,8 @@ def kernel_density(model):
 def lstm_encoder_states_only():
     inputs = keras.Input((5, 3))
     _, h, c = L.LSTM(4, return_state=True, name="enc")(inputs)
-    return keras.Model(inputs, L.Dense(1)(L.Concatenate()([h, c])))
+    outputs = L.Dense(1, name="out")(L.Concatenate()([h, c]))
+    return keras.Model(inputs, outputs)
 
 
 def test_layer_whose_outputs_reach_the_loss_only_through_states():
@@ -54,7 +55,7 @@ def test_layer_whose_outputs_reach_the_loss_only_through_states():
     assert kernel_density(model) == {
         "enc/lstm_cell/kernel": 0.5,
         "enc/lstm_cell/recurrent_kernel": 0.5,
-        "dense/kernel": 0.5,
+        "out/kernel": 0.5,
     }
 
 

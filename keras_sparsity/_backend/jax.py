@@ -4,7 +4,6 @@ cannot see an assignment made inside a traced branch)."""
 from keras import ops
 
 from keras_sparsity._backend.traced import schedules_at
-from keras_sparsity._backend.traced import snapshot
 
 __all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
 
@@ -25,3 +24,8 @@ def update_mask(entry, should_prune, compute):
 def read_int(variable):
     """A variable's value in Python."""
     return int(ops.convert_to_numpy(variable))
+
+
+def snapshot(variable):
+    """The variable's value now (JAX arrays never change)."""
+    return ops.convert_to_tensor(variable)

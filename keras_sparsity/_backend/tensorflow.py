@@ -5,7 +5,6 @@ import tensorflow as tf
 from keras import ops
 
 from keras_sparsity._backend.traced import schedules_at
-from keras_sparsity._backend.traced import snapshot
 
 __all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
 
@@ -25,6 +24,14 @@ def update_mask(entry, should_prune, compute):
 
 
 def read_int(variable):
-    """A variable's value in Python, also while a `tf.function` traces."""
+    """A variable's value in Python, also while a `tf.function` traces;
+    None for a variable created inside the traced function."""
     with tf.init_scope():
-        return int(variable.numpy())
+        value = variable.value
+        return int(value.numpy()) if hasattr(value, "numpy") else None
+
+
+def snapshot(variable):
+    """The variable's value now, read before later assignments (a resource
+    variable converted lazily would be read where it is used)."""
+    return tf.identity(variable.value)

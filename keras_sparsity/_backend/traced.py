@@ -17,8 +17,3 @@ def schedules_at(schedules, flags, step, cache=None):
             flag.assign(ops.where(should_prune, 1, flag.value))
         due.append((should_prune, sparsity))
     return due
-
-
-def snapshot(variable):
-    """The variable's current value, unaffected by later assignments."""
-    return ops.convert_to_tensor(variable)
