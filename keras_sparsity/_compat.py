@@ -39,12 +39,16 @@ def untrack(parent, old, new):
 TRACKING_ATTRIBUTES = ("_layers", "_tracker")
 
 
-def list_storage(items):
-    """The plain list that holds a list attribute's items: itself, or, for
-    TensorFlow's tracking `ListWrapper` (which Keras layers get on the
-    TensorFlow backend), its `_storage`."""
-    storage = getattr(items, "_storage", None)
-    return storage if isinstance(storage, list) else items
+def storage(container):
+    """The plain list or dict that holds a container attribute's items:
+    itself, or, for TensorFlow's tracking wrappers (which Keras layers get
+    on the TensorFlow backend), `ListWrapper._storage` or
+    `_DictWrapper.__wrapped__`."""
+    for name in ("_storage", "__wrapped__"):
+        inner = getattr(container, name, None)
+        if type(inner) in (list, dict):
+            return inner
+    return container
 
 
 def swap_in_graph(model, old, new):

@@ -350,7 +350,7 @@ def _schedule_key(schedule):
 def _warn_if_past_schedules(optimizer):
     """Schedules that have ended before the first step prune once, at that
     step, to their final sparsity; say so."""
-    step = _backend.read_int(optimizer.inner_optimizer.iterations)
+    step = _backend.read_int(lambda: optimizer.inner_optimizer.iterations)
     if step is None:
         return
     for schedule in optimizer._schedules:

@@ -34,12 +34,13 @@ def _swap(value, old, new):
     if value is old:
         return new
     if isinstance(value, list):
-        items = _compat.list_storage(value)
+        items = _compat.storage(value)
         for index, item in enumerate(items):
             list.__setitem__(items, index, _swap(item, old, new))
     elif isinstance(value, dict):
-        for key, item in list(value.items()):
-            dict.__setitem__(value, key, _swap(item, old, new))
+        items = _compat.storage(value)
+        for key, item in list(items.items()):
+            dict.__setitem__(items, key, _swap(item, old, new))
     elif isinstance(value, tuple) and not isinstance(value, keras.KerasTensor):
         items = [_swap(item, old, new) for item in value]
         if any(a is not b for a, b in zip(items, value)):

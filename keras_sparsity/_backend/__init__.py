@@ -6,7 +6,7 @@ Each module offers the same functions:
   per schedule at `step`; a schedule with a `begin_step` that has never
   pruned (its `flags` variable is 0) prunes at its first step at or after
   `begin_step`, so a run that starts past `end_step` still gets its masks.
-* `read_int(variable)`: a scalar variable's value as a Python int.
+* `read_int(read)`: the scalar `read()` returns, as a Python int.
 * `snapshot(step)`: the step before the update, for `schedules_at`.
 * `update_mask(entry, should_prune, compute)`: recomputes `entry.mask` with
   `compute(masked_kernel)` when due and writes `kernel * mask`.

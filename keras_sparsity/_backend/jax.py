@@ -21,9 +21,9 @@ def update_mask(entry, should_prune, compute):
     kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
 
 
-def read_int(variable):
-    """A variable's value in Python."""
-    return int(ops.convert_to_numpy(variable))
+def read_int(read):
+    """The value `read()` returns, as a Python int."""
+    return int(ops.convert_to_numpy(read()))
 
 
 def snapshot(variable):

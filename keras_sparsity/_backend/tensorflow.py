@@ -23,15 +23,15 @@ def update_mask(entry, should_prune, compute):
     kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
 
 
-def read_int(variable):
-    """A variable's value in Python, also while a `tf.function` traces;
-    None for a variable created inside the traced function."""
+def read_int(read):
+    """The value `read()` returns, as a Python int, also while a
+    `tf.function` traces; None for a variable created inside it."""
     with tf.init_scope():
-        value = variable.value
+        value = tf.convert_to_tensor(read())
         return int(value.numpy()) if hasattr(value, "numpy") else None
 
 
 def snapshot(variable):
     """The variable's value now, read before later assignments (a resource
     variable converted lazily would be read where it is used)."""
-    return tf.identity(variable.value)
+    return tf.identity(tf.convert_to_tensor(variable))

@@ -42,6 +42,6 @@ def update_mask(entry, should_prune, compute):
         kernel.mul_(keep.to(kernel.dtype))
 
 
-def read_int(variable):
-    """A variable's value in Python."""
-    return int(ops.convert_to_numpy(variable))
+def read_int(read):
+    """The value `read()` returns, as a Python int."""
+    return int(ops.convert_to_numpy(read()))
