@@ -41,6 +41,20 @@ def built_copy(layer):
     return copy
 
 
+def copy_weights(source, target):
+    """`target.set_weights(source.get_weights())`, one variable at a time,
+    so that no second copy of the whole model is held in memory."""
+    if len(source.weights) != len(target.weights):
+        raise ValueError(
+            f"{type(source).__name__} {source.name!r} rebuilt from its config "
+            f"has {len(target.weights)} weights instead of "
+            f"{len(source.weights)}: its `get_config()` does not describe "
+            "it fully. Fix the config, or pass `inplace=True`."
+        )
+    for variable, value in zip(target.weights, source.weights):
+        variable.assign(value)
+
+
 def clone_graph(model, clone_layer):
     """Clones a Sequential or functional `model` with `clone_layer`.
 

@@ -222,7 +222,7 @@ class _Pruner:
                 self._wrap_sublayers(container)
             return clone
         copy = cloning.rebuilt_copy(model, "to_prune")
-        copy.set_weights(model.get_weights())
+        cloning.copy_weights(model, copy)
         self._wrap_sublayers(copy)
         return copy
 
