@@ -20,6 +20,16 @@ def sublayers(layer):
     return list(getattr(layer, "_layers", ()))
 
 
+def attribute_layers(layer):
+    """Layers held in `layer`'s attributes, including PyTorch's `_modules`
+    (where a layer set as an attribute lives on the torch backend)."""
+    import keras
+
+    values = list(vars(layer).values())
+    values += list(getattr(layer, "_modules", {}).values())
+    return [v for v in values if isinstance(v, keras.layers.Layer)]
+
+
 def all_sublayers(layer):
     """Every sublayer at any depth, each once (`_flatten_layers`)."""
     return list(layer._flatten_layers(include_self=False))

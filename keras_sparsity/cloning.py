@@ -146,11 +146,19 @@ def recompile(model, config):
 
 
 def _with_assets(model):
-    return [
-        layer
-        for layer in _compat.all_sublayers(model)
-        if callable(getattr(layer, "save_assets", None))
-    ]
+    """Sublayers that keep assets, breadth first, also those held only as
+    attributes (a task's preprocessor on PyTorch)."""
+    found, seen, queue = [], {id(model)}, [model]
+    while queue:
+        layer = queue.pop(0)
+        for child in _compat.sublayers(layer) + _compat.attribute_layers(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            queue.append(child)
+            if callable(getattr(child, "save_assets", None)):
+                found.append(child)
+    return found
 
 
 def _copy_assets(model, copy):

@@ -93,3 +93,9 @@ def test_storage_of_plain_and_tracked_containers():
         inner = _compat.storage(container)
         assert type(inner) in (list, dict) or inner is container
         assert len(inner) == 1
+
+
+def test_attribute_layers():
+    holder = Holder()
+    names = {layer.name for layer in _compat.attribute_layers(holder)}
+    assert "inner" in names
