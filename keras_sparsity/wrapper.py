@@ -99,11 +99,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer so that its kernels are pruned during training.
 
     Usually created by `prune_low_magnitude`. Each prunable weight of the
-    wrapped layer gets a 0/1 mask. At the optimizer steps where
-    `pruning_schedule` says so, the mask is recomputed to keep the
-    largest-magnitude weights; after every optimizer step the weight is
-    multiplied by its mask, so pruned weights are exactly zero in the
-    layer's variables (and in every checkpoint).
+    wrapped layer gets a 0/1 mask. The optimizer of the model, a
+    `SparsityOptimizer`, recomputes the masks at the steps where
+    `pruning_schedule` says so (keeping the largest-magnitude weights) and
+    multiplies each weight by its mask after every step, so pruned weights
+    are exactly zero in the layer's variables (and in every checkpoint).
+    `PruneLowMagnitude(layer)` wraps `layer` itself; `prune_low_magnitude`
+    wraps a copy of a built layer.
 
     Args:
         layer: The `keras.layers.Layer` to prune: a built-in layer with

@@ -263,11 +263,21 @@ def test_masks_are_trainable_variables_that_receive_no_update():
         keras.losses.SparseCategoricalCrossentropy(True),
     )
     model.fit(*toy_data(), batch_size=8, verbose=0)
+    kernels = [kernel.path for kernel, _ in model.optimizer.pruned_kernels]
+    assert kernels == [w.path for _, w, _ in _pruned_variables(model)]
     for _, _, mask in pruned_pairs(model):
         assert set(np.unique(mask)) == {0.0, 1.0}
     # The inner optimizer keeps no slots for masks.
     slots = [v.path for v in model.optimizer.inner_optimizer.variables]
     assert not [path for path in slots if "mask" in path]
+
+
+def _pruned_variables(model):
+    return [
+        (wrapper, weight, mask)
+        for wrapper in sparsity.walk.pruning_wrappers(model)
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks)
+    ]
 
 
 def test_sparsity_optimizer_round_trips_its_config():

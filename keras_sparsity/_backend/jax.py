@@ -11,14 +11,15 @@ __all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
 def update_mask(entry, should_prune, compute):
     old = entry.mask.value
     kernel = entry.kernel
-
-    def recompute():
-        new = compute(kernel.value * ops.cast(old, kernel.dtype))
-        return new, old * new
-
-    new, keep = ops.cond(should_prune, recompute, lambda: (old, old))
+    # One `cond` output: each output of a `cond` costs a copy of the mask
+    # at steps that do not prune, the common case.
+    new = ops.cond(
+        should_prune,
+        lambda: compute(kernel.value * ops.cast(old, kernel.dtype)),
+        lambda: old,
+    )
     entry.mask.assign(new)
-    kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
+    kernel.assign(kernel.value * ops.cast(old * new, kernel.dtype))
 
 
 def read_int(read):
