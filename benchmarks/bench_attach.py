@@ -22,7 +22,7 @@ Usage (from the repository root):
 
 ```
 .venv/bin/python benchmarks/bench_attach.py            # all backends
-.venv/bin/python benchmarks/bench_attach.py --backend jax
+.venv/bin/python benchmarks/bench_attach.py --quick    # jax only
 .venv/bin/python benchmarks/bench_attach.py --out results/bench_attach.md
 ```
 """
@@ -104,6 +104,7 @@ def child(way):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=BACKENDS, action="append")
+    parser.add_argument("--quick", action="store_true", help="jax only")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,7 +112,8 @@ def main():
         child(args.child)
         return
     rows = []
-    for backend in args.backend or BACKENDS:
+    backends = args.backend or (["jax"] if args.quick else BACKENDS)
+    for backend in backends:
         for way in WAYS:
             command = [sys.executable, __file__, "--child", way]
             rows.extend(run_child(command, backend))
