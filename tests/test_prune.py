@@ -301,3 +301,28 @@ def test_stripped_model_saves_and_loads_as_plain_keras(tmp_path):
         40,
         20,
     ]
+
+
+def test_misspelt_keyword_for_a_model_is_an_error():
+    model = build_simple_dense_model()
+    with pytest.raises(TypeError, match="pruning_shedule"):
+        sparsity.prune_low_magnitude(
+            model, pruning_shedule=sparsity.ConstantSparsity(0.9, 0)
+        )
+
+
+def test_quantized_model_is_an_error_and_left_untouched():
+    model = build_simple_dense_model()
+    model.quantize("int8")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match="quantized"):
+        sparsity.prune_low_magnitude(model)
+    for value, saved in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(value, saved)
+
+
+def test_inplace_is_refused_for_plain_graph_models_and_single_layers():
+    with pytest.raises(ValueError, match="inplace"):
+        sparsity.prune_low_magnitude(build_simple_dense_model(), inplace=True)
+    with pytest.raises(ValueError, match="inplace"):
+        sparsity.prune_low_magnitude(keras.layers.Dense(2), inplace=True)
