@@ -15,6 +15,35 @@ def check_path(path):
     return os.fspath(path)
 
 
+def check_output_path(path):
+    """Returns `path` as a str, raising unless a file can be written there.
+
+    Raises `TypeError` as `check_path` does, `FileNotFoundError` when the
+    folder that would hold the file does not exist, `NotADirectoryError`
+    when it is a file, and `IsADirectoryError` when `path` is a folder, each
+    naming `path` (not the temporary file written beside it).
+    """
+    path = check_path(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise FileNotFoundError(
+            f"Argument `path` must be in an existing folder, but {folder!r} "
+            "does not exist. Create it first, e.g. with "
+            f"`os.makedirs({folder!r}, exist_ok=True)`. Received: path={path!r}"
+        )
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(
+            f"Argument `path` must be in a folder, but {folder!r} is a file. "
+            f"Received: path={path!r}"
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            "Argument `path` must name a file, but it is an existing folder. "
+            f"Add a file name to it. Received: path={path!r}"
+        )
+    return path
+
+
 def check_built_model(model, purpose):
     """Raises unless `model` is a built `keras.Model`.
 

@@ -14,9 +14,14 @@ tensor:
 plus the kept values, raw: as they are (`values="float32"`), or for
 floating-point kernels (rank >= 2) as float16 or as int8 with one float32
 scale per output channel. A mask is stored raw or DEFLATE-coded,
-whichever is smaller. `decode` reverses `encode`; `bound_bytes` is what an
-ideal coder of masks and values would need. The file that holds the coded
-tensors is `keras_sparsity.compressed`.
+whichever is smaller. Zero means zero by value: a floating-point -0.0 (what
+`w * mask` leaves for a negative pruned weight) is not kept. So that values
+stored exactly still decode bit for bit, a tensor holding any -0.0 also
+stores the sign bits of its zeros, in flat order (one bit per zero, packed,
+raw or DEFLATE-coded); quantized kernels decode their zeros as +0.0.
+`decode` reverses `encode`; `bound_bytes` is what an ideal coder of masks
+and values would need. The file that holds the coded tensors is
+`keras_sparsity.compressed`.
 
 Example:
 
@@ -34,7 +39,7 @@ import numpy as np
 VALUES = ("float32", "float16", "int8")
 
 _CODECS = ("raw", "deflate")
-_PARTS = ("mask", "values", "scales")
+_PARTS = ("mask", "values", "scales", "signs")
 _STORED = {"float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 _INDEX_DTYPES = (np.dtype("<u2"), np.dtype("<u4"))
 
@@ -75,7 +80,8 @@ def encode(name, array, values):
     Returns:
         `(meta, payload, facts)`: `meta` a JSON-ready dict (`shape`,
         `dtype`, `encoding`, `kept`, `index_dtype` for indices, and per
-        stored part, `mask`, `values` and `scales` for int8, its `codec`,
+        stored part, `mask`, `values`, `scales` for int8 and `signs` for
+        zeros of which some are -0.0, its `codec`,
         `length` in the payload and decoded `size`; `values` also has the
         stored `dtype`), `payload` the parts' bytes in that order, and
         `facts` for a report: `nonzeros`, `stored_bytes`, and the largest
@@ -94,17 +100,24 @@ def encode(name, array, values):
     all_values, scales = _quantize(name, flat, array.shape, stored)
     options = [("dense", None, flat.size, {"values": _raw(all_values)})]
     kept = _kept(flat)
+    signs = None
     if kept is not None:
         positions = np.flatnonzero(kept)
         kept_values = _raw(all_values[positions])
+        if stored == flat.dtype:  # Exact values: keep -0.0 bit for bit.
+            negative = _negative_zeros(flat, kept)
+            if negative is not None and negative.any():
+                signs = _pack(np.packbits(negative).tobytes())
         for encoding, index, mask in _mask_forms(kept, positions):
             parts = {"mask": _pack(mask), "values": kept_values}
+            if signs is not None:
+                parts["signs"] = signs
             options.append((encoding, index, positions.size, parts))
     encoding, index, num_kept, parts = min(
         options,
         key=lambda option: sum(len(p[1]) for p in option[3].values()),
     )
-    if scales is not None:
+    if scales is not None:  # Never with signs: those need exact values.
         parts["scales"] = _raw(scales)
     meta = {
         "shape": list(array.shape),
@@ -123,12 +136,32 @@ def encode(name, array, values):
     return meta, payload, {**facts, **_errors(flat, all_values, scales)}
 
 
+def _is_float(dtype):
+    """NumPy's IEEE floats (as HDF5 stores them), whose sign is the top bit.
+
+    Others (ml_dtypes' bfloat16, of kind "V") are compared by their bits.
+    """
+    return dtype.kind == "f"
+
+
 def _kept(flat):
-    """True where the bits are not all zero (so -0.0 is kept); None if the
-    dtype has no integer view."""
+    """True where the value is not zero (so +0.0 and -0.0 are not kept, NaN
+    is); None if the dtype has no integer view. Other dtypes compare bits."""
     if flat.dtype.itemsize not in (1, 2, 4, 8):
         return None
+    if _is_float(flat.dtype):
+        return flat != 0
     return flat.view(f"u{flat.dtype.itemsize}") != 0
+
+
+def _negative_zeros(flat, kept):
+    """Per entry not kept, in flat order, whether it is -0.0; None unless
+    floating point."""
+    if not _is_float(flat.dtype):
+        return None
+    bits = 8 * flat.dtype.itemsize
+    zeros = flat[~kept].view(f"u{flat.dtype.itemsize}")
+    return (zeros >> (bits - 1)).astype(bool)
 
 
 def _stored_dtype(array, values):
@@ -239,7 +272,9 @@ def bound_bytes(arrays, values):
 
     Per array of `n` entries, `k` of them non-zero: `n * H(k / n)` bits
     (`H` the binary entropy) plus `k` values at their stored width for
-    `values`, plus a float32 scale per output channel with `"int8"`.
+    `values`, plus a float32 scale per output channel with `"int8"`. When
+    values are stored exactly and `z` of the `n - k` zeros are -0.0, their
+    signs add `(n - k) * H(z / (n - k))` bits (none when all are +0.0).
 
     Example: `coding.bound_bytes([kernel, bias], "float32")`
     """
@@ -251,6 +286,10 @@ def bound_bytes(arrays, values):
         k = n if kept is None else int(kept.sum())
         stored = _stored_dtype(array, values)
         bits += n * _binary_entropy(k / n) if n else 0.0
+        if kept is not None and stored == flat.dtype and k < n:
+            negative = _negative_zeros(flat, kept)
+            if negative is not None:
+                bits += (n - k) * _binary_entropy(negative.mean())
         bits += k * stored.itemsize * 8
         if stored == _STORED["int8"]:
             bits += array.shape[-1] * 32
@@ -331,7 +370,26 @@ def decode(name, meta, payload):
         scales = np.frombuffer(raw_scales, "<f4")
     flat = np.zeros(n, dtype)
     flat[positions] = _dequantize(kept, positions, scales, dtype)
+    if "signs" in meta:
+        if not _is_float(dtype) or stored != dtype or encoding == "dense":
+            raise CorruptError(f"{name}: sign bits of zeros stored for {dtype}")
+        _restore_negative_zeros(
+            flat, positions, parts.read(meta["signs"], (n - k + 7) // 8)
+        )
     return flat.reshape(shape)
+
+
+def _restore_negative_zeros(flat, positions, raw):
+    """Sets to -0.0 the zeros of `flat` (the entries not at `positions`)
+    whose bit in `raw`, packed in flat order, is set."""
+    zeros = np.ones(flat.size, bool)
+    zeros[positions] = False
+    zeros = np.flatnonzero(zeros)
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8))
+    if bits[zeros.size :].any():
+        raise CorruptError("sign bit padding is not zero")
+    negative_zero = np.array(-0.0, np.float32).astype(flat.dtype)
+    flat[zeros[bits[: zeros.size].astype(bool)]] = negative_zero
 
 
 class _Parts:

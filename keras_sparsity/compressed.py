@@ -29,6 +29,7 @@ from keras_sparsity import coding
 from keras_sparsity import files
 from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
+from keras_sparsity.checks import check_output_path
 from keras_sparsity.checks import check_path
 
 # `compressed.VALUES` stays public: the accepted `values`.
@@ -36,7 +37,9 @@ from keras_sparsity.coding import VALUES  # noqa: F401
 from keras_sparsity.strip import strip_pruning
 
 FORMAT = "keras_sparsity.compressed"
-VERSION = 1
+# 1: -0.0 was kept as a value. 2: zero by value, with the sign bits of the
+# zeros (`signs`) in tensors that hold -0.0. Version 1 files still load.
+VERSION = 2
 
 _MANIFEST = "compressed.json"
 _BLOB = "weights.bin"
@@ -48,7 +51,9 @@ def save_compressed(model, path, values="float32"):
 
     Pruned weights cost the entropy of their mask (about 0.72 bits per
     weight at 80% sparsity) instead of 32 bits, and kept values their
-    stored width. With `values="float32"` the weights load back bit for bit.
+    stored width. Zero is by value: -0.0 (what `w * mask` leaves for a
+    negative weight) is pruned too, and costs one more bit per zero, its
+    sign, only in a weight that holds some -0.0 and is stored exactly. With `values="float32"` the weights load back bit for bit.
     `"float16"` stores kept values of every floating-point kernel (rank
     >= 2) as float16; `"int8"` stores them as int8 with one float32 scale
     per slice along the kernel's last axis (its output channels),
@@ -86,7 +91,7 @@ def save_compressed(model, path, values="float32"):
     ```
     """
     coding.check_values(values)
-    path = check_path(path)
+    path = check_output_path(path)
     model = _plain_model(model)
     entries, groups, tensors = _keras_contents(model)
     encoded = []
@@ -365,8 +370,8 @@ def _check_manifest(path, manifest):
     if version > VERSION:
         raise _Unreadable(
             f"{path!r} was written by a newer keras-sparsity (format "
-            f"version {version}); this version reads format version "
-            f"{VERSION} only. Upgrade keras-sparsity to load it."
+            f"version {version}); this version reads format versions up "
+            f"to {VERSION}. Upgrade keras-sparsity to load it."
         )
 
 

@@ -28,6 +28,7 @@ from keras_sparsity import _compat
 from keras_sparsity import files
 from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
+from keras_sparsity.checks import check_output_path
 from keras_sparsity.checks import check_path
 from keras_sparsity.strip import strip_pruning
 
@@ -91,7 +92,7 @@ def export_litert(model, path):
     print([t["shape"] for t in info["tensors"] if t["sparse"]])
     ```
     """
-    path = check_path(path)
+    path = check_output_path(path)
     if not path.endswith(_SUFFIX):
         raise ValueError(
             "Argument `path` must end in '.tflite', the extension LiteRT "

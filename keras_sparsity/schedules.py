@@ -7,6 +7,7 @@ update sees step 0).
 """
 
 import abc
+import math
 import numbers
 
 import keras
@@ -186,7 +187,8 @@ class PolynomialDecay(PruningSchedule):
         final_sparsity: Float in [0, 1). Sparsity from `end_step` on.
         begin_step: Int >= 0. Optimizer step of the first mask update.
         end_step: Int >= `begin_step`. Step of the last update.
-        power: Number. Exponent of the curve; 3 prunes fast early on.
+        power: Finite number > 0. Exponent of the curve; 3 prunes fast
+            early on, 1 is linear.
         frequency: Int > 0. Steps between mask updates.
 
     Example:
@@ -218,6 +220,14 @@ class PolynomialDecay(PruningSchedule):
             raise TypeError(
                 f"Argument `power` must be a number, e.g. 3. "
                 f"Received: power={power!r}"
+            )
+        if not (math.isfinite(power) and power > 0):
+            # power <= 0 makes `(1 - progress) ** power` 1 or inf at
+            # `end_step` (sparsity -inf); NaN propagates to every step.
+            raise ValueError(
+                "Argument `power` must be a finite number > 0, e.g. 3 (the "
+                "TFMOT default) to prune fast early on, or 1 for a linear "
+                f"ramp. Received: power={power!r}"
             )
         self.initial_sparsity = float(initial_sparsity)
         self.final_sparsity = float(final_sparsity)

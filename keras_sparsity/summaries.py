@@ -46,8 +46,9 @@ class PruningSummaries(keras.callbacks.Callback):
     but not TensorFlow.
 
     Args:
-        log_dir: Non-empty string or path-like. Directory of the logs; the
-            event files go to its `metrics` subdirectory. Point
+        log_dir: Non-empty string or path-like. Directory of the logs,
+            created if missing (it must not be an existing file); the event
+            files go to its `metrics` subdirectory. Point
             `tensorboard --logdir` at it.
         update_freq: `"epoch"`, `"batch"` or a positive integer: log at each
             epoch's end, after each batch, or every `update_freq` optimizer
@@ -269,6 +270,20 @@ def _check_log_dir(log_dir):
             "object: the directory to write TensorBoard logs to, e.g. "
             f"'logs/pruning'. Received: log_dir={log_dir!r}"
         )
+    if "://" not in path:  # Local path; gs:// and s3:// are left to the writer.
+        # The event file goes to `log_dir/metrics`: the nearest part of that
+        # path which exists must be a directory, else TensorBoard fails with
+        # a FailedPreconditionError at the end of the first epoch.
+        existing = os.path.abspath(os.path.join(path, "metrics"))
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(
+                "Argument `log_dir` must be a directory, or a path where one "
+                f"can be created, but {existing!r} is an existing file, so "
+                "no event file can be written under it. Pass another "
+                f"directory, e.g. 'logs/pruning'. Received: log_dir={log_dir!r}"
+            )
     return path
 
 

@@ -228,6 +228,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         kwargs.pop("training", None)
         return self.layer.compute_output_spec(*args, **kwargs)
 
+    def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's output mask, so Keras masks pass through.
+
+        Overriding this method declares masking support (Keras then does not
+        warn that the wrapper "will destroy the mask information"). A layer
+        that does not support masking drops the mask, as it would unwrapped.
+        """
+        if not self.layer.supports_masking:
+            return None
+        return self.layer.compute_mask(inputs, mask)
+
     def new_mask(self, index, weight, sparsity):
         """The 0/1 mask of pruned weight `index` for the values `weight` at
         a target sparsity, in this wrapper's pattern (unstructured, block

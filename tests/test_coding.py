@@ -51,6 +51,49 @@ def test_bound_bytes_is_mask_entropy_plus_value_bits():
     assert coding.bound_bytes([kernel, bias], "float32") == expected
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_negative_zeros_are_not_kept_and_decode_bit_exactly(dtype):
+    dtype = np.dtype(dtype)
+    kernel = kernel_with(819).astype(dtype)
+    kernel[kernel == 0] = np.array(-0.0, "float32").astype(dtype)
+    kernel[::2][kernel[::2] == 0] = 0  # Half the zeros +0.0, half -0.0.
+    meta, payload, facts = coding.encode("k", kernel, "float32")
+    assert meta["kept"] == 819 == facts["nonzeros"]
+    assert meta["encoding"] == "runs"
+    assert meta["signs"]["size"] == math.ceil((64 * 64 - 819) / 8)
+    restored = coding.decode("k", meta, payload)
+    assert restored.dtype == dtype
+    assert restored.tobytes() == kernel.tobytes()
+
+
+def test_sign_bits_are_stored_only_for_negative_zeros_kept_exactly():
+    kernel = kernel_with(819)
+    meta, _, _ = coding.encode("k", kernel, "float32")
+    assert "signs" not in meta
+    kernel[kernel == 0] = -0.0
+    for values in ("float16", "int8"):
+        meta, payload, _ = coding.encode("k", kernel, values)
+        assert "signs" not in meta and meta["kept"] == 819
+        restored = coding.decode("k", meta, payload)
+        assert not np.signbit(restored[kernel == 0]).any()
+    bias = np.array([0.0, -0.0, 1.0], "float32")
+    meta, payload, _ = coding.encode("b", bias, "int8")  # Exact: not a kernel.
+    assert coding.decode("b", meta, payload).tobytes() == bias.tobytes()
+
+
+def test_sign_bit_padding_must_be_zero():
+    kernel = kernel_with(819)  # 3277 zeros: 3 padding bits in the last byte
+    signs = np.random.RandomState(1).rand(64, 64) < 0.5
+    kernel[(kernel == 0) & signs] = -0.0
+    meta, payload, _ = coding.encode("k", kernel, "float32")
+    assert meta["signs"]["codec"] == "raw"  # Random signs do not deflate.
+    assert meta["signs"]["size"] == 410
+    assert coding.decode("k", meta, payload).tobytes() == kernel.tobytes()
+    edited = payload[:-1] + bytes([payload[-1] | 0x01])
+    with pytest.raises(coding.CorruptError, match="sign bit padding"):
+        coding.decode("k", meta, edited)
+
+
 def indices_meta():
     meta, payload, _ = coding.encode("k", kernel_with(3), "float32")
     assert meta["encoding"] == "indices" and meta["mask"]["codec"] == "raw"

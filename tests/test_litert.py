@@ -203,6 +203,17 @@ def test_bad_paths_are_rejected(path, error, problem, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_missing_folder_is_named_not_the_temporary_file(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), L.Dense(2)])
+    path = tmp_path / "missing" / "m.tflite"
+    with pytest.raises(FileNotFoundError) as info:
+        export_litert(model, path)
+    message = str(info.value)
+    assert message.endswith(f"Received: path={str(path)!r}")
+    assert ".tmp" not in message and ".m.tflite." not in message
+    assert os.listdir(tmp_path) == []
+
+
 def test_bad_models_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="must be built"):
         export_litert(keras.Sequential([L.Dense(3)]), tmp_path / "m.tflite")

@@ -467,7 +467,7 @@ def test_sizes_match_compressed_saving(tmp_path):
     for layer in model.layers:
         kernel = layer.get_weights()[0]
         mask = random_mask(kernel.shape, kernel.size // 5)
-        # np.where, not kernel * mask: -0.0 is stored as a kept value.
+        # np.where, not kernel * mask: each -0.0 would add a sign bit.
         kernel = np.where(mask > 0, kernel, 0.0)
         layer.set_weights([kernel, layer.get_weights()[1]])
     sizes = report(model).sizes

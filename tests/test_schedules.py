@@ -176,6 +176,23 @@ def test_polynomial_decay_rejects_bad_values(kwargs, match):
 
 
 @pytest.mark.parametrize(
+    "power", [-1, 0, 0.0, -0.5, float("nan"), float("inf"), np.float32(-2)]
+)
+def test_polynomial_decay_rejects_a_power_that_is_not_positive(power):
+    # power=-1 used to be accepted and gave sparsity -inf at end_step.
+    with pytest.raises(ValueError, match="`power`") as info:
+        PolynomialDecay(0.2, 0.8, 0, 10, power=power)
+    assert str(info.value).endswith(f"Received: power={power!r}")
+
+
+@pytest.mark.parametrize("power", [1, 0.5, 3, np.float64(2.0)])
+def test_polynomial_decay_accepts_a_positive_power_and_reaches_final(power):
+    schedule = PolynomialDecay(0.2, 0.8, 0, 10, power=power, frequency=5)
+    assert evaluate(schedule, 0)[1] == pytest.approx(0.2, abs=1e-6)
+    assert evaluate(schedule, 10) == (True, pytest.approx(0.8, abs=1e-6))
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(begin_step=0.0), r"begin_step.*Received: begin_step=0\.0"),
@@ -183,6 +200,7 @@ def test_polynomial_decay_rejects_bad_values(kwargs, match):
         (dict(frequency=True), "frequency"),
         (dict(final_sparsity="0.8"), "final_sparsity"),
         (dict(power=None), "power"),
+        (dict(power="3"), "power"),
     ],
 )
 def test_schedules_reject_wrong_types_at_construction(kwargs, match):

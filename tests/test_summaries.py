@@ -255,6 +255,33 @@ def test_rejects_a_log_dir_that_is_not_a_path(log_dir):
     assert str(info.value).endswith(f"Received: log_dir={log_dir!r}")
 
 
+@pytest.mark.parametrize(
+    "relative, file",
+    [
+        ("log.txt", "log.txt"),
+        ("log.txt/run1", "log.txt"),
+        ("run", "run/metrics"),
+    ],
+)
+def test_rejects_a_log_dir_under_an_existing_file(tmp_path, relative, file):
+    # Used to be accepted, then fail with a FailedPreconditionError at the end
+    # of the first epoch.
+    (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file).write_text("not a directory")
+    log_dir = tmp_path / relative
+    with pytest.raises(ValueError, match="`log_dir`") as info:
+        sparsity.PruningSummaries(log_dir)
+    message = str(info.value)
+    assert repr(str(tmp_path / file)) in message
+    assert message.endswith(f"Received: log_dir={log_dir!r}")
+
+
+def test_creates_a_missing_nested_log_dir(tmp_path):
+    log_dir = tmp_path / "a" / "b"
+    fit_pruned(str(log_dir))
+    assert steps_of(read_scalars(log_dir)) == [3, 6]
+
+
 @pytest.mark.parametrize("update_freq", [0, -2, "step", "Epoch", 1.5, True])
 def test_rejects_a_bad_update_freq(tmp_path, update_freq):
     with pytest.raises(ValueError, match="`update_freq`") as info:

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -470,3 +472,93 @@ def test_expected_nonzeros_rule():
     assert expected_nonzeros(6, 0.25) == 4
     assert expected_nonzeros(10, 0.15) == 8
     assert expected_nonzeros(2, 0.75) == 1
+
+
+# (layer factory, input maker): each layer is fed a Keras mask, from
+# Embedding(mask_zero=True) itself or from a Masking layer before it.
+TOKENS = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 0, 5]], dtype="int32")
+STEPS = np.array(
+    [[[1, 2, 3], [4, 5, 6], [0, 0, 0]], [[0, 0, 0], [1, 1, 1], [2, 0, 1]]],
+    dtype="float32",
+)
+MASKED_LAYERS = {
+    "embedding": (lambda: L.Embedding(20, 8, mask_zero=True), TOKENS),
+    "dense": (lambda: L.Dense(8), STEPS),
+    "lstm_sequences": (lambda: L.LSTM(4, return_sequences=True), STEPS),
+    "lstm_last": (lambda: L.LSTM(4), STEPS),
+    "bidirectional": (
+        lambda: L.Bidirectional(L.LSTM(4, return_sequences=True)),
+        STEPS,
+    ),
+}
+
+
+def _keras_mask(x):
+    from keras.src.backend.common.masking import get_keras_mask
+
+    mask = get_keras_mask(x)
+    return None if mask is None else to_numpy(mask)
+
+
+def _masked(x):
+    """`x` as a tensor, with a Keras mask attached unless it is the tokens."""
+    if x.dtype == np.int32:
+        return keras.ops.convert_to_tensor(x)
+    return L.Masking(0.0)(keras.ops.convert_to_tensor(x))
+
+
+@pytest.mark.parametrize("kind", sorted(MASKED_LAYERS))
+def test_wrapper_passes_the_keras_mask_through_like_the_wrapped_layer(kind):
+    make_layer, x = MASKED_LAYERS[kind]
+    layer = make_layer()
+    expected_output = layer(_masked(x))
+    expected_mask = _keras_mask(expected_output)
+    symbolic_input = keras.Input(x.shape[1:], dtype=str(x.dtype))
+    masked_input = (
+        symbolic_input
+        if kind == "embedding"
+        else L.Masking(0.0)(symbolic_input)
+    )
+    expected_symbolic = getattr(layer(masked_input), "_keras_mask", None)
+    wrapper = PruneLowMagnitude(layer)  # The same layer: same weights.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = wrapper(_masked(x))
+        symbolic = getattr(wrapper(masked_input), "_keras_mask", None)
+    destroyed = [w for w in caught if "destroy the mask" in str(w.message)]
+    assert not destroyed, [str(w.message) for w in destroyed]
+    np.testing.assert_array_equal(to_numpy(output), to_numpy(expected_output))
+    if kind == "lstm_last":
+        assert expected_mask is None
+    else:
+        assert expected_mask is not None
+    if expected_mask is None:
+        assert _keras_mask(output) is None
+        assert symbolic is None and expected_symbolic is None
+    else:
+        np.testing.assert_array_equal(_keras_mask(output), expected_mask)
+        assert symbolic.shape == expected_symbolic.shape
+        assert symbolic.dtype == expected_symbolic.dtype
+
+
+def test_wrapped_model_averages_over_unmasked_steps_only():
+    # Embedding(mask_zero) -> Dense -> GlobalAveragePooling1D: a lost mask
+    # would average the padding too.
+    embedding = L.Embedding(20, 8, mask_zero=True)
+    dense = L.Dense(4)
+
+    def build(wrap):
+        tokens = keras.Input((5,), dtype="int32")
+        first, second = embedding, dense
+        if wrap:  # The same layers, so the same weights.
+            first, second = PruneLowMagnitude(first), PruneLowMagnitude(second)
+        return keras.Model(
+            tokens, L.GlobalAveragePooling1D()(second(first(tokens)))
+        )
+
+    plain = to_numpy(build(False)(TOKENS))
+    values = to_numpy(dense(embedding(keras.ops.convert_to_tensor(TOKENS))))
+    kept = TOKENS != 0
+    average = (values * kept[..., None]).sum(1) / kept.sum(1, keepdims=True)
+    np.testing.assert_allclose(plain, average, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(build(True)(TOKENS)), plain)
