@@ -33,6 +33,18 @@ def fresh_copy(layer):
         ) from error
 
 
+def copy_or_share(layer):
+    """A fresh copy of a layer of a graph being cloned; a layer without
+    weights whose config is broken is shared instead (sharing a stateless
+    layer changes nothing for its owner)."""
+    try:
+        return fresh_copy(layer)
+    except ValueError:
+        if layer.weights:
+            raise
+        return layer
+
+
 def built_copy(layer):
     """A copy of a built layer, built, holding the same weights."""
     copy = fresh_copy(layer)

@@ -247,12 +247,9 @@ class _Pruner:
         if self._wants(layer):
             copy = cloning.fresh_copy(layer)
             return PruneLowMagnitude(copy, **self.params), _setter(layer, copy)
-        try:
-            copy = cloning.fresh_copy(layer)
-        except ValueError:
-            if layer.weights:
-                raise
-            return layer, None  # stateless: sharing it changes nothing
+        copy = cloning.copy_or_share(layer)
+        if copy is layer:
+            return layer, None
         if _compat.sublayers(layer):
             self.containers.append(copy)
         else:

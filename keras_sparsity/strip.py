@@ -86,12 +86,9 @@ def _strip_layer(layer):
         copy = cloning.fresh_copy(layer.layer)
         weights = _masked_weights(layer)
         return copy, lambda: copy.set_weights(weights)
-    try:
-        copy = cloning.fresh_copy(layer)
-    except ValueError:
-        if layer.weights:
-            raise
-        return layer, None  # stateless: sharing it changes nothing
+    copy = cloning.copy_or_share(layer)
+    if copy is layer:
+        return layer, None
     return copy, lambda: _transfer_stripped(layer, copy)
 
 
