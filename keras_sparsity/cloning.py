@@ -64,7 +64,9 @@ def copy_weights(source, target):
             "it fully. Fix the config, or pass `inplace=True`."
         )
     for variable, value in zip(target.weights, source.weights):
-        variable.assign(value)
+        # A copy: JAX would otherwise share the buffer, and a jitted train
+        # step of the copy donates (deletes) it under the source model.
+        variable.assign(keras.ops.copy(value))
 
 
 def clone_graph(model, clone_layer):

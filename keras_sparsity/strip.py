@@ -98,7 +98,7 @@ def _transfer_stripped(source, target):
     for value, variable in zip(
         surgery.own_weights(source), surgery.own_weights(target)
     ):
-        variable.assign(value)
+        variable.assign(keras.ops.copy(value))  # JAX would share the buffer
     for child, plain in zip(
         _compat.sublayers(source), _compat.sublayers(target)
     ):
