@@ -2,39 +2,43 @@
 
 A mask update recomputes, for every pruned kernel, the 0/1 mask that keeps
 its `round(size * (1 - sparsity))` largest magnitudes. This script times
-exactly the work a wrapper does at a pruning step,
-`PruneLowMagnitude.compute_mask_update` (unstructured magnitude: `abs`,
-the keep count, the 31-pass bisection for the k-th largest magnitude on
-float bit patterns, and the tie-break by flat index), for all kernels of
-a model at once, against a baseline of one pass over the same weights
-(`ops.abs` + `ops.sum` per kernel), and prints the ratio
-"update / one pass". TFMOT 0.8.1 needs a full sort per kernel: for
-6 x Dense(4096) it spent 10.3 s per update here, 290 times the 36 ms of
-one pass (measured for this project, see BRIEF.md).
+that work for all kernels of a model at once: `masks.magnitude_mask` per
+kernel (`abs`, the keep count, the radix select of the k-th largest
+magnitude on float bit patterns, the tie-break by flat index, the float32
+mask), the pure function a wrapper calls at a pruning step. Two baselines
+run side by side: one pass over the same weights (`ops.sum(ops.abs(w))`
+per kernel), giving the ratio "update / one pass", and a mask write
+(`ops.abs(w) >= t` cast to float32 per kernel, no select), giving "write /
+one pass": what producing a fresh float32 mask costs by itself (on CPU,
+page faults in each new 64 MB buffer). TFMOT 0.8.1 needs a full sort per
+kernel: for 6 x Dense(4096) it spent 10.3 s per update here, 290 times
+the 36 ms of one pass (measured for this project, see BRIEF.md).
 
 Models (kernels only; biases are never pruned):
 
 * 10M: 10 x Dense(1024) on 1024 features, 10,485,760 kernel weights;
 * 100M: 6 x Dense(4096) on 4096 features, 100,663,296 kernel weights.
 
-Each Dense is wrapped in `PruneLowMagnitude` and built; both functions
-take the kernels and the sparsity (0.8, a tensor, as the schedule gives
-it inside a train step) and are compiled the way Keras runs a train step
-on the backend: `jax.jit` (XLA) on JAX, `tf.function` without XLA on
-TensorFlow, eager (under `torch.no_grad()`) on PyTorch. After a warm-up
-call of each (compilation), `--repeats` rounds each time one pass and one
-update; min/median/max per call are printed, and the ratio of medians.
-Each backend runs in its own process (Keras picks its backend once per
-process). Memory: at 100M a process holds the kernels, the wrappers' masks
-and the new masks (about 1.2 GB) plus per-kernel temporaries.
+The kernels are those of built Dense layers (Glorot-uniform, seed 0; at
+100M most kernels hold several weights tied with the k-th largest
+magnitude, so the tie-break runs). The functions take the kernels and the
+sparsity (0.8, a tensor, as the schedule gives it inside a train step) and
+are compiled the way Keras runs a train step on the backend: `jax.jit`
+(XLA) on JAX, `tf.function` without XLA on TensorFlow, eager (under
+`torch.no_grad()`) on PyTorch. After a warm-up call of each (compilation),
+`--repeats` rounds each time one pass, one update and one mask write;
+min/median/max per call are printed, and the ratios of medians. Each
+backend runs in its own process (Keras picks its backend once per
+process). Memory: at 100M a process holds the layers, the kernels and the
+masks (about 1.2 GB) plus per-kernel temporaries.
 
 The machine is shared: absolute times move with its load (printed); the
-ratio, measured side by side, is the result.
+ratios, measured side by side, are the result.
 
 Usage (from the repository root):
 
 ```
-.venv/bin/python benchmarks/mask_update.py                 # ~4 min
+.venv/bin/python benchmarks/mask_update.py                 # ~1 min
 .venv/bin/python benchmarks/mask_update.py --quick         # jax, 10M
 .venv/bin/python benchmarks/mask_update.py --backend torch --sizes 10M
 .venv/bin/python benchmarks/mask_update.py --out mask_update.md
@@ -60,6 +64,8 @@ BACKENDS = ("jax", "tensorflow", "torch")
 # name -> (number of Dense layers, units): square kernels units x units.
 MODELS = {"10M": (10, 1024), "100M": (6, 4096)}
 SPARSITY = 0.8
+# The mask write's fixed threshold on |w|: its cost does not depend on it.
+WRITE_THRESHOLD = 0.02
 COMPILED_AS = {
     "jax": "jax.jit (XLA)",
     "tensorflow": "tf.function (no XLA)",
@@ -68,24 +74,21 @@ COMPILED_AS = {
 # TFMOT 0.8.1 on tf_keras 2.21, this machine (BRIEF.md).
 TFMOT_REFERENCE = (
     "| TFMOT 0.8.1 (reference) | 100M (100,663,296) | tf.function | 36 "
-    "| 10,300 | 290 |"
+    "| 10,300 | | 290 | |"
 )
 
 
-def build_wrappers(num_layers, units):
-    """`num_layers` built `PruneLowMagnitude(Dense(units))` wrappers."""
+def build_kernels(num_layers, units):
+    """The kernels of `num_layers` built `Dense(units)` layers."""
     import keras
+    from keras import ops
 
-    import keras_sparsity as sparsity
-
-    wrappers = []
+    kernels = []
     for index in range(num_layers):
-        wrapper = sparsity.PruneLowMagnitude(
-            keras.layers.Dense(units, name=f"dense_{index}")
-        )
-        wrapper.build((None, units))
-        wrappers.append(wrapper)
-    return wrappers
+        layer = keras.layers.Dense(units, name=f"dense_{index}")
+        layer.build((None, units))
+        kernels.append(ops.convert_to_tensor(layer.kernel))
+    return kernels
 
 
 def compiled(function):
@@ -126,41 +129,54 @@ def time_call(function, *args):
 
 
 def measure(name, repeats):
-    """Times one pass and one mask update of model `name`; returns a dict."""
+    """Times one pass, one mask update and one mask write of model `name`;
+    returns a dict."""
     import keras
     from keras import ops
 
+    from keras_sparsity import masks
+
     num_layers, units = MODELS[name]
     keras.utils.set_random_seed(0)
-    wrappers = build_wrappers(num_layers, units)
-    kernels = [ops.convert_to_tensor(w.pruned_weights[0]) for w in wrappers]
+    kernels = build_kernels(num_layers, units)
     target = ops.convert_to_tensor(SPARSITY, "float32")
+    threshold = ops.convert_to_tensor(WRITE_THRESHOLD, "float32")
 
     def one_pass(kernels):
         return [ops.sum(ops.abs(kernel)) for kernel in kernels]
 
     def update(kernels, sparsity):
+        return [masks.magnitude_mask(kernel, sparsity) for kernel in kernels]
+
+    def write(kernels, threshold):
         return [
-            wrapper.compute_mask_update(0, kernel, sparsity)
-            for wrapper, kernel in zip(wrappers, kernels)
+            ops.cast(ops.greater_equal(ops.abs(kernel), threshold), "float32")
+            for kernel in kernels
         ]
 
-    one_pass, update = compiled(one_pass), compiled(update)
-    masks = update(kernels, target)
-    kept = sum(int(ops.convert_to_numpy(ops.sum(mask))) for mask in masks)
-    del masks
+    one_pass, update, write = (
+        compiled(one_pass),
+        compiled(update),
+        compiled(write),
+    )
+    new_masks = update(kernels, target)
+    kept = sum(int(ops.convert_to_numpy(ops.sum(m))) for m in new_masks)
+    del new_masks
     one_pass(kernels)
+    write(kernels, threshold)
     load_before = os.getloadavg()[0]
-    pass_ms, update_ms = [], []
+    pass_ms, update_ms, write_ms = [], [], []
     for _ in range(repeats):
         pass_ms.append(time_call(one_pass, kernels))
         update_ms.append(time_call(update, kernels, target))
+        write_ms.append(time_call(write, kernels, threshold))
     return {
         "model": name,
         "weights": num_layers * units * units,
         "kept": kept,
         "pass_ms": pass_ms,
         "update_ms": update_ms,
+        "write_ms": write_ms,
         "load": [load_before, os.getloadavg()[0]],
     }
 
@@ -209,17 +225,18 @@ def _stats(times):
 def table(results):
     lines = [
         "| backend | weights | compiled as | one pass, ms (min / median / "
-        "max) | update, ms (min / median / max) | update / one pass |",
-        "|---|---|---|---|---|---|",
+        "max) | update, ms (min / median / max) | mask write, ms (min / "
+        "median / max) | update / one pass | write / one pass |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ratio = statistics.median(r["update_ms"]) / statistics.median(
-            r["pass_ms"]
-        )
+        one_pass = statistics.median(r["pass_ms"])
         lines.append(
             f"| {r['backend']} | {r['model']} ({r['weights']:,}) "
             f"| {COMPILED_AS[r['backend']]} | {_stats(r['pass_ms'])} "
-            f"| {_stats(r['update_ms'])} | {ratio:.1f} |"
+            f"| {_stats(r['update_ms'])} | {_stats(r['write_ms'])} "
+            f"| {statistics.median(r['update_ms']) / one_pass:.1f} "
+            f"| {statistics.median(r['write_ms']) / one_pass:.1f} |"
         )
     lines.append(TFMOT_REFERENCE)
     return "\n".join(lines)
@@ -245,12 +262,14 @@ def markdown(results, args, seconds):
             f"with other jobs; Python {platform.python_version()}, "
             f"{versions}; {seconds / 60:.1f} min in all.",
             "Per call over all kernels of the model: one pass = `ops.sum("
-            "ops.abs(kernel))` per kernel; update = `PruneLowMagnitude."
-            f"compute_mask_update` per kernel at sparsity {SPARSITY} "
-            "(unstructured magnitude). Rounds (one pass and one update "
-            f"each, after a warm-up): {repeats}. 10M: 10 x Dense(1024); "
-            "100M: 6 x Dense(4096). The TFMOT row is the measurement "
-            "quoted in BRIEF.md (6 x Dense(4096), a full sort per kernel).",
+            "ops.abs(kernel))` per kernel; update = `masks.magnitude_mask("
+            f"kernel, {SPARSITY})` per kernel (sparsity a tensor); mask "
+            "write = `ops.cast(ops.abs(kernel) >= t, 'float32')` per "
+            "kernel, the output of an update without the select. Rounds "
+            f"(one of each, after a warm-up): {repeats}. 10M: 10 x "
+            "Dense(1024); 100M: 6 x Dense(4096) kernels. The TFMOT row is "
+            "the measurement quoted in BRIEF.md (6 x Dense(4096), a full "
+            "sort per kernel).",
             table(results),
             f"Weights kept by the masks (check: 20 %): {checks}. "
             f"1-min load average before->after the timed rounds: {loads}.",
@@ -288,10 +307,14 @@ def parse_args(argv=None):
         args.backend = ["jax"] if args.quick else list(BACKENDS)
     if args.sizes is None:
         args.sizes = ["10M"] if args.quick else list(MODELS)
-    args.repeats = {"10M": 3, "100M": 3} if args.quick else {
-        "10M": 11,
-        "100M": 5,
-    }
+    args.repeats = (
+        {"10M": 3, "100M": 3}
+        if args.quick
+        else {
+            "10M": 11,
+            "100M": 5,
+        }
+    )
     return args
 
 

@@ -223,6 +223,128 @@ def test_top_k_mask_breaks_ties_by_lowest_flat_index():
     np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 1, 0]])
 
 
+# top_k_mask against a stable argsort: values whose bit patterns stress the
+# radix select (zeros of both signs, denormals, the smallest normal, the
+# largest finite value, +inf), ties everywhere, and inputs split into
+# several chunks.
+
+EDGE_VALUES = np.asarray(
+    [
+        0.0,
+        -0.0,
+        np.finfo("float32").smallest_subnormal,
+        3 * np.finfo("float32").smallest_subnormal,
+        np.nextafter(np.finfo("float32").tiny, np.float32(0)),
+        np.finfo("float32").tiny,
+        1.0,
+        np.nextafter(np.float32(1), np.float32(2)),
+        np.finfo("float32").max,
+        np.inf,
+    ],
+    "float32",
+)
+
+
+def edge_scores(shape, seed, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return np.abs(rng.standard_normal(shape)).astype("float32")
+    if kind == "ties":
+        return rng.integers(0, 4, size=shape).astype("float32")
+    if kind == "equal":
+        return np.full(shape, 0.5, "float32")
+    if kind == "zeros":
+        return np.zeros(shape, "float32")
+    if kind == "denormals":
+        steps = rng.integers(0, 5, size=shape).astype("float32")
+        return steps * np.finfo("float32").smallest_subnormal
+    return rng.choice(EDGE_VALUES, size=shape)
+
+
+def top_k_masks_eager_and_compiled(scores, ks):
+    """`top_k_mask` at each k; asserts eager == compiled (k traced)."""
+    fast = compiled(masks.top_k_mask)
+    results = []
+    for k in ks:
+        eager = ops.convert_to_numpy(masks.top_k_mask(tensor(scores), k))
+        traced = ops.convert_to_numpy(
+            fast(tensor(scores), ops.convert_to_tensor(k, "int32"))
+        )
+        assert eager.dtype == np.float32
+        np.testing.assert_array_equal(eager, traced, err_msg=f"k={k}")
+        results.append(eager)
+    return results
+
+
+def assert_top_k_masks_match_numpy(scores):
+    size = scores.size
+    ks = sorted({1, size // 3 + 1, size // 2 + 1, max(size - 1, 1), size})
+    for k, mask in zip(ks, top_k_masks_eager_and_compiled(scores, ks)):
+        assert mask.sum() == k
+        np.testing.assert_array_equal(
+            mask, reference_top_k(scores, k), err_msg=f"k={k}"
+        )
+
+
+@pytest.mark.parametrize(
+    "kind", ["normal", "ties", "equal", "zeros", "denormals", "edges"]
+)
+@pytest.mark.parametrize(
+    "shape, seed", [((1,), 0), ((7,), 1), ((4, 6), 2), ((2, 3, 5), 3)]
+)
+def test_top_k_mask_keeps_exactly_k_and_matches_numpy(shape, seed, kind):
+    assert_top_k_masks_match_numpy(edge_scores(shape, seed, kind))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 5 keys and tie buckets of 2 indices, so that small inputs
+    take every path: several chunks (but on TensorFlow, which counts all
+    keys at once), a last chunk overlapping the one before, several tie
+    buckets and a last, partial one. Fresh loop bodies, so that JAX traces
+    them anew."""
+    monkeypatch.setattr(masks, "_CHUNK", 5)
+    monkeypatch.setattr(masks, "_TIE_BITS", 1)
+    monkeypatch.setattr(masks, "_COUNTERS", {})
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "equal", "edges"])
+@pytest.mark.parametrize("size", [5, 13, 16, 23])
+def test_top_k_mask_is_exact_across_chunks_and_tie_buckets(
+    small_chunks, size, kind
+):
+    assert_top_k_masks_match_numpy(edge_scores((size,), size, kind))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_magnitude_mask_ranks_signed_edge_values_by_magnitude(seed):
+    # -0.0, negative denormals and -inf rank by their magnitude.
+    values = np.concatenate([EDGE_VALUES, -EDGE_VALUES])
+    weights = np.random.default_rng(seed).choice(values, size=(5, 7))
+    targets = [0.0, 0.3, 0.5, 0.9]
+    results = masks_eager_and_compiled(masks.magnitude_mask, weights, targets)
+    for target, mask in zip(targets, results):
+        np.testing.assert_array_equal(
+            mask, reference_magnitude_mask(weights, target)
+        )
+
+
+@pytest.mark.parametrize(
+    "values, k",
+    [
+        # Each of 50 values about 21,000 times: the k-th largest is tied.
+        (np.random.default_rng(0).integers(0, 50, (1 << 20) + 3), 349_526),
+        # Only the very last index is dropped: the cut falls in the last,
+        # overlapping chunk and the last tie bucket.
+        (np.ones((1 << 20) + 3), (1 << 20) + 2),
+    ],
+)
+def test_top_k_mask_is_exact_past_one_chunk(values, k):
+    scores = values.astype("float32")
+    (mask,) = top_k_masks_eager_and_compiled(scores, [k])
+    np.testing.assert_array_equal(mask, reference_top_k(scores, k))
+
+
 # block_mask
 
 
