@@ -166,13 +166,16 @@ def has_nothing_to_prune(layer):
     return all(len(w.shape) < 2 for w in layer.weights)
 
 
-def own_kernels(layer):
-    """Variables of rank >= 2 that `layer` created itself, not through its
-    sublayers (those are the sublayers' to prune)."""
+def own_weights(layer):
+    """Variables created by `layer` itself, not by its sublayers."""
     inner = {id(v) for child in _compat.sublayers(layer) for v in child.weights}
-    return [
-        v for v in layer.weights if id(v) not in inner and len(v.shape) >= 2
-    ]
+    return [v for v in layer.weights if id(v) not in inner]
+
+
+def own_kernels(layer):
+    """Own weights of rank >= 2 (a sublayer's kernels are that sublayer's
+    to prune)."""
+    return [v for v in own_weights(layer) if len(v.shape) >= 2]
 
 
 class PrunedWeight:

@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_sparsity import _compat
 from keras_sparsity import cloning
+from keras_sparsity import registry
 from keras_sparsity import surgery
 from keras_sparsity.engine import EngineGuard
 from keras_sparsity.engine import plain_optimizer
@@ -96,7 +97,7 @@ def _transfer_stripped(source, target):
     """Writes a pruned layer's weights into its plain copy, sublayer by
     sublayer (the copy was rebuilt from config, so it holds no wrappers)."""
     for value, variable in zip(
-        surgery.own_weights(source), surgery.own_weights(target)
+        registry.own_weights(source), registry.own_weights(target)
     ):
         variable.assign(keras.ops.copy(value))  # JAX would share the buffer
     for child, plain in zip(

@@ -11,12 +11,6 @@ import keras
 from keras_sparsity import _compat
 
 
-def own_weights(layer):
-    """Variables created by `layer` itself, not by its sublayers."""
-    inner = {id(v) for child in _compat.sublayers(layer) for v in child.weights}
-    return [v for v in layer.weights if id(v) not in inner]
-
-
 def replace(parent, old, new):
     """Makes `parent` hold and call `new` wherever it held `old`."""
     _compat.untrack(parent, old, new)
