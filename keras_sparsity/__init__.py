@@ -7,6 +7,10 @@ and defaults, on every Keras backend.
 from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.compressed import load_compressed
 from keras_sparsity.compressed import save_compressed
+from keras_sparsity.criteria import Criterion
+from keras_sparsity.criteria import Magnitude
+from keras_sparsity.criteria import Movement
+from keras_sparsity.criteria import Saliency
 from keras_sparsity.engine import SparsityOptimizer
 from keras_sparsity.litert import describe_litert
 from keras_sparsity.litert import export_litert
@@ -26,6 +30,9 @@ from keras_sparsity.wrapper import PruneLowMagnitude
 
 __all__ = [
     "ConstantSparsity",
+    "Criterion",
+    "Magnitude",
+    "Movement",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneForLatencyOnXNNPack",
@@ -33,6 +40,7 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "Saliency",
     "SparsityOptimizer",
     "UpdatePruningStep",
     "describe_litert",

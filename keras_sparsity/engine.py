@@ -39,6 +39,9 @@ import keras
 from keras import ops
 
 from keras_sparsity import _backend
+from keras_sparsity import allocation
+from keras_sparsity import criteria
+from keras_sparsity import masks as mask_math
 
 _ACTIVE = []  # SparsityOptimizers whose `apply` is running (trace time)
 
@@ -106,13 +109,80 @@ class _Untracked:
 
 
 class _Entry:
-    """One pruned kernel: its variable, mask, wrapper and index there."""
+    """One pruned kernel: its variable, mask, wrapper and index there, and
+    its criterion's state (an optimizer variable, or None)."""
 
     def __init__(self, wrapper, index):
         self.wrapper = wrapper
         self.index = index
         self.kernel = wrapper.pruned_weights[index]
         self.mask = wrapper.masks[index]
+        self.criterion = wrapper.criterion
+        self.state = None
+
+
+class _Group:
+    """Kernels whose masks are computed together at their schedule's steps:
+    one kernel, or every kernel of one global ranking."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        first = entries[0]
+        self.schedule_index = first.schedule_index
+        self.criterion = first.criterion
+        self.is_global = first.wrapper.ranking(first.index) == (
+            allocation.GLOBAL
+        )
+        # Magnitude ranks the masked kernels themselves (TFMOT's masks, bit
+        # for bit); other criteria rank scores.
+        self.scored = not isinstance(self.criterion, criteria.Magnitude)
+
+    def new_masks(self, masked, old, sparsity):
+        """New masks for the masked kernels `masked` (old masks `old`) when
+        the group's schedule is at `sparsity`."""
+        scores = masked
+        if self.scored:
+            scores = criteria.ranked_scores(
+                self.criterion,
+                [e.state for e in self.entries],
+                masked,
+                old,
+            )
+        first = self.entries[0]
+        sparsity = first.wrapper.kernel_sparsity(first.index, sparsity)
+        if self.is_global:
+            return mask_math.global_masks(
+                scores,
+                sparsity,
+                block_size=first.wrapper.block_size,
+                pooling=first.wrapper.block_pooling_type,
+                scored=self.scored,
+            )
+        return [
+            first.wrapper.new_mask(
+                first.index, scores[0], sparsity, scored=self.scored
+            )
+        ]
+
+
+def _group_entries(entries):
+    """Entries grouped: each global ranking (same schedule, target,
+    criterion and pattern) is one group, every other kernel its own."""
+    groups = {}
+    for entry in entries:
+        wrapper = entry.wrapper
+        key = ("local", id(entry))
+        if wrapper.ranking(entry.index) == allocation.GLOBAL:
+            key = (
+                "global",
+                entry.schedule_index,
+                wrapper.kernel_targets[entry.index][0],
+                _serialized_key(entry.criterion),
+                wrapper.block_size,
+                wrapper.block_pooling_type,
+            )
+        groups.setdefault(key, []).append(entry)
+    return [_Group(members) for members in groups.values()]
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")
@@ -162,6 +232,8 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner
         self._entries = []
+        self._groups = []
+        self._scoring = []
         self._schedules = []
         self._seen_pruned = set()
 
@@ -183,7 +255,7 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         # (where each wrapper holds its own copy).
         keys = {}
         for entry in entries:
-            key = _schedule_key(entry.wrapper.pruning_schedule)
+            key = _serialized_key(entry.wrapper.pruning_schedule)
             entry.schedule_index = keys.setdefault(key, len(keys))
         self._schedules = [None] * len(keys)
         for entry in entries:
@@ -200,6 +272,17 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             )
             for i in range(len(self._schedules))
         ]
+        for i, entry in enumerate(entries):
+            if entry.criterion.stateful:
+                entry.state = self.add_variable(
+                    shape=entry.kernel.shape,
+                    dtype="float32",
+                    initializer="zeros",
+                    name=f"score_{i}",
+                    layout=getattr(entry.kernel, "_layout", None),
+                )
+        self._groups = _group_entries(entries)
+        self._scoring = [e for e in entries if e.state is not None]
         super().build(var_list)
         _warn_if_past_schedules(self)
 
@@ -240,6 +323,9 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
                 inner_variables.append(variable)
         # Read before the inner update increments it (torch aliases).
         step = _backend.snapshot(self.inner_optimizer.iterations)
+        if self._scoring:
+            by_id = dict(zip(map(id, trainable_variables), grads))
+            self._update_scores(lambda v: by_id.get(id(v)))
         with _engine_active(self):
             if inner_grads:
                 self.inner_optimizer.apply(inner_grads, inner_variables)
@@ -268,6 +354,13 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         inner_mapping = list(zip(self.inner_optimizer.variables, inner_state))
         with keras.StatelessScope(state_mapping=inner_mapping):
             step = ops.convert_to_tensor(self.iterations)
+        if self._scoring:  # on the weights before the inner update
+            mapping = [
+                (v, values[id(v)]) for v in self._trainable_variables
+            ] + list(zip(self._variables, own))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                self._update_scores(lambda v: grads.get(id(v)))
+            own = [scope.get_current_value(v) for v in self._variables]
         with _engine_active(self):
             updated, inner_state = self.inner_optimizer.stateless_apply(
                 inner_state,
@@ -287,18 +380,29 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             + list(inner_state),
         )
 
+    def _update_scores(self, grad_of):
+        """One step of each stateful criterion, on the kernels' values
+        before the inner optimizer updates them."""
+        for entry in self._scoring:
+            grad = grad_of(entry.kernel)
+            if grad is None:  # a frozen kernel
+                continue
+            entry.state.assign(
+                entry.criterion.update(entry.state.value, entry.kernel.value, grad)
+            )
+
     def _update_masks(self, step):
         """Recomputes the masks that are due at `step`; masks every kernel."""
         due = _backend.schedules_at(
             self._schedules, self._pruned_once, step, self._seen_pruned
         )
-        for entry in self._entries:
-            should_prune, sparsity = due[entry.schedule_index]
-            _backend.update_mask(
-                entry,
+        for group in self._groups:
+            should_prune, sparsity = due[group.schedule_index]
+            _backend.update_masks(
+                group.entries,
                 should_prune,
-                lambda masked, e=entry, s=sparsity: e.wrapper.new_mask(
-                    e.index, masked, s
+                lambda masked, old, g=group, s=sparsity: g.new_masks(
+                    masked, old, s
                 ),
             )
 
@@ -328,9 +432,15 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
-def _schedule_key(schedule):
+def _serialized_key(obj):
+    """Equal for objects of one class with equal configs (not
+    `serialize_keras_object`, which adds a shared-object id while a model
+    is saved or loaded)."""
+    kind = type(obj)
     return json.dumps(
-        keras.saving.serialize_keras_object(schedule), sort_keys=True
+        [kind.__module__, kind.__qualname__, obj.get_config()],
+        sort_keys=True,
+        default=repr,
     )
 
 

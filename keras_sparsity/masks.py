@@ -8,9 +8,11 @@ bits), and ties at the threshold are broken by flat index (a third
 histogram, only when some ties are dropped), so every backend returns the
 same mask bit for bit.
 
-Three patterns share that ranking: single weights (`magnitude_mask`),
-blocks of the kernel's 2-D view (`block_mask`) and gradual N:M groups along
-the reduction axis (`m_by_n_mask`).
+Three patterns share that ranking: single weights (`magnitude_mask`,
+or `score_mask` for precomputed scores), blocks of the kernel's 2-D view
+(`block_mask`) and gradual N:M groups along the reduction axis
+(`m_by_n_mask`). `global_masks` ranks the weights or blocks of many tensors
+together, by summing their histograms, never concatenating them.
 """
 
 import functools
@@ -22,6 +24,8 @@ from keras import ops
 # Non-negative float32 values order like their int32 bit patterns; +inf is
 # 0x7F800000, so every non-NaN score has a key in [0, _BITS_HIGH].
 _BITS_HIGH = 0x7F800000
+# The bit pattern of -0.0 as int32.
+_NEGATIVE_ZERO = -(1 << 31)
 # A key is two digits, `high * 2**_LOW_BITS + low`: `high <= 0xFF00`.
 _LOW_BITS = 15
 _HIGH_BINS = 1 << 16
@@ -76,6 +80,24 @@ def top_k_mask(scores, k):
 def _magnitude_keys(values):
     """Int32 keys that order like `abs(values)` (-0.0 is 0.0)."""
     return ops.view(ops.abs(ops.cast(values, "float32")), "int32")
+
+
+def _score_keys(values):
+    """Int32 keys for scores where a negative value (or NaN) is excluded.
+
+    Excluded values map to 0, below every other key; a non-negative value
+    (-0.0 is 0.0) maps to its float32 bit pattern plus 1, values above the
+    largest finite float32 (+inf) to that of the largest finite float32, so
+    keys lie in `[0, _BITS_HIGH]`.
+    """
+    # On bit patterns: XLA on CPU flushes denormals in float comparisons.
+    bits = ops.view(ops.cast(values, "float32"), "int32")
+    bits = ops.where(ops.equal(bits, _NEGATIVE_ZERO), 0, bits)
+    keys = ops.minimum(bits, _BITS_HIGH - 1) + 1
+    scored = ops.logical_and(
+        ops.greater_equal(bits, 0), ops.less_equal(bits, _BITS_HIGH)
+    )
+    return ops.where(scored, keys, 0)
 
 
 def _same_keys(keys):
@@ -305,16 +327,43 @@ def magnitude_mask(weights, sparsity):
     >>> magnitude_mask(ops.convert_to_tensor([3.0, -3.0, 1.0, 2.0]), 0.5)
     [1., 1., 0., 0.]
     """
-    size = math.prod(weights.shape)
+    return _ranked_mask(weights, sparsity, _magnitude_keys)
+
+
+def score_mask(scores, sparsity):
+    """Keeps the `round(size * (1 - sparsity))` highest-scoring entries.
+
+    As `magnitude_mask`, but ranks the scores themselves: a negative score
+    (or NaN) excludes its entry, which is kept only if fewer entries than
+    the count are not excluded; +inf ranks as the largest finite float32.
+    Ties go to the lowest flat index.
+
+    Args:
+        scores: Float tensor of any shape.
+        sparsity: Float scalar in [0, 1) (Python or tensor).
+
+    Returns:
+        A float32 0/1 tensor of `scores`' shape with exactly
+        `keep_count(size, sparsity)` ones.
+
+    Example:
+
+    >>> score_mask(ops.convert_to_tensor([3.0, -5.0, 1.0, 2.0]), 0.5)
+    [1., 0., 0., 1.]
+    """
+    return _ranked_mask(scores, sparsity, _score_keys)
+
+
+def _ranked_mask(values, sparsity, to_keys):
+    """A mask of `values`' shape at its `keep_count` largest keys."""
+    size = math.prod(values.shape)
     keep = _top_k_flags(
-        ops.reshape(weights, (-1,)),
-        keep_count(size, sparsity),
-        _magnitude_keys,
+        ops.reshape(values, (-1,)), keep_count(size, sparsity), to_keys
     )
-    return ops.reshape(ops.cast(keep, "float32"), weights.shape)
+    return ops.reshape(ops.cast(keep, "float32"), values.shape)
 
 
-def block_mask(weights, sparsity, block_size, pooling="AVG"):
+def block_mask(weights, sparsity, block_size, pooling="AVG", scored=False):
     """Keeps the `round(num_blocks * (1 - sparsity))` strongest blocks.
 
     The kernel is viewed as a matrix: rows run over all axes but the last
@@ -331,6 +380,9 @@ def block_mask(weights, sparsity, block_size, pooling="AVG"):
         block_size: Pair of Python ints `(block_rows, block_cols)`.
         pooling: `"AVG"` (mean `|w|` over the block's real weights) or
             `"MAX"` (largest `|w|`).
+        scored: If True, `weights` are scores pooled as they are (no
+            `abs`), and blocks rank as in `score_mask`: a block whose
+            pooled score is negative (or NaN) is excluded.
 
     Returns:
         A float32 0/1 tensor of `weights`' shape, constant over each block,
@@ -342,42 +394,63 @@ def block_mask(weights, sparsity, block_size, pooling="AVG"):
     >>> block_mask(w, 0.5, (1, 2))
     [[0., 0., 1., 1.], [1., 1., 0., 0.]]
     """
+    _check_pooling(pooling)
+    pooled = _block_scores(weights, block_size, pooling, scored)
+    to_keys = _score_keys if scored else _magnitude_keys
+    kept = _ranked_mask(pooled, sparsity, to_keys)
+    return _expand_blocks(kept, weights.shape, block_size)
+
+
+def _check_pooling(pooling):
     if pooling not in POOLING_TYPES:
         raise ValueError(
             "Argument `pooling` must be 'AVG' or 'MAX'. "
             f"Received: pooling={pooling!r}"
         )
-    shape = tuple(weights.shape)
-    rows, cols = _matrix_shape(shape)
+
+
+def _block_scores(weights, block_size, pooling, scored):
+    """Float32 `(num_block_rows, num_block_cols)` pooled block scores.
+
+    Pools `|w|`, or `w` itself if `scored`, over the real weights of each
+    block of `weights`' 2-D view (see `block_mask`).
+    """
+    rows, cols = _matrix_shape(tuple(weights.shape))
     block_rows, block_cols = block_size
     num_block_rows = -(-rows // block_rows)
     num_block_cols = -(-cols // block_cols)
-    magnitudes = ops.reshape(
-        ops.abs(ops.cast(weights, "float32")), (rows, cols)
-    )
-    magnitudes = ops.pad(
-        magnitudes,
+    values = ops.cast(weights, "float32")
+    if not scored:
+        values = ops.abs(values)
+    # Padding adds nothing to a sum and never wins a max.
+    values = ops.pad(
+        ops.reshape(values, (rows, cols)),
         (
             (0, num_block_rows * block_rows - rows),
             (0, num_block_cols * block_cols - cols),
         ),
+        constant_values=float("-inf") if pooling == "MAX" else 0.0,
     )
     blocks = ops.reshape(
-        magnitudes, (num_block_rows, block_rows, num_block_cols, block_cols)
+        values, (num_block_rows, block_rows, num_block_cols, block_cols)
     )
     if pooling == "MAX":
-        pooled = ops.max(blocks, axis=(1, 3))
-    else:
-        pooled = ops.sum(blocks, axis=(1, 3)) / _block_sizes(
-            rows, cols, block_rows, block_cols
-        )
-    num_blocks = num_block_rows * num_block_cols
-    kept = top_k_mask(pooled, keep_count(num_blocks, sparsity))
+        return ops.max(blocks, axis=(1, 3))
+    return ops.sum(blocks, axis=(1, 3)) / _block_sizes(
+        rows, cols, block_rows, block_cols
+    )
+
+
+def _expand_blocks(kept, shape, block_size):
+    """A per-block float32 mask `kept` spread over a weight of `shape`."""
+    shape = tuple(shape)
+    rows, cols = _matrix_shape(shape)
+    block_rows, block_cols = block_size
     kept = ops.repeat(ops.repeat(kept, block_rows, axis=0), block_cols, axis=1)
     return ops.reshape(ops.slice(kept, (0, 0), (rows, cols)), shape)
 
 
-def m_by_n_mask(weights, sparsity, m_by_n):
+def m_by_n_mask(weights, sparsity, m_by_n, scored=False):
     """Zeros `m` of every `n` consecutive weights along the input axis.
 
     The kernel is viewed as `(outer, in, out)`: `in` is the second-to-last
@@ -398,6 +471,10 @@ def m_by_n_mask(weights, sparsity, m_by_n):
         weights: Float tensor of rank >= 2.
         sparsity: Float scalar (Python or tensor), the target sparsity.
         m_by_n: Pair of Python ints `(m, n)` with `0 < m < n`.
+        scored: If True, `weights` are scores ranked as they are (no
+            `abs`): a negative score (or NaN) is excluded and ranks last in
+            its group, and a group costs the sum of its pruned entries'
+            `max(score, 0)`.
 
     Returns:
         A float32 0/1 tensor of `weights`' shape.
@@ -415,18 +492,23 @@ def m_by_n_mask(weights, sparsity, m_by_n):
     outer = math.prod(shape[:-2])
     size_in, size_out = shape[-2:]
     groups_along = -(-size_in // group_size)
-    magnitudes = ops.reshape(
-        ops.abs(ops.cast(weights, "float32")), (outer, size_in, size_out)
-    )
-    # Padding scores -1, below every real magnitude, so it never outranks one.
-    magnitudes = ops.pad(
-        magnitudes,
+    values = ops.cast(weights, "float32")
+    if scored:
+        # NaN is excluded: below every score, as the padding.
+        values = ops.where(ops.isnan(values), float("-inf"), values)
+        padding = float("-inf")
+    else:
+        values = ops.abs(values)
+        padding = -1.0
+    values = ops.reshape(values, (outer, size_in, size_out))
+    # Padding scores below every real magnitude (or ties with -inf at a
+    # later index), so it never outranks one.
+    values = ops.pad(
+        values,
         ((0, 0), (0, groups_along * group_size - size_in), (0, 0)),
-        constant_values=-1.0,
+        constant_values=padding,
     )
-    groups = ops.reshape(
-        magnitudes, (outer, groups_along, group_size, size_out)
-    )
+    groups = ops.reshape(values, (outer, groups_along, group_size, size_out))
     kept = ops.less(_rank_in_group(groups), group_size - num_zeros)
     cost = ops.sum(ops.where(kept, 0.0, ops.maximum(groups, 0.0)), axis=2)
     num_groups = outer * groups_along * size_out
@@ -450,6 +532,116 @@ def m_by_n_mask(weights, sparsity, m_by_n):
     )
     mask = ops.slice(mask, (0, 0, 0), (outer, size_in, size_out))
     return ops.reshape(mask, shape)
+
+
+def global_masks(
+    weights, sparsity, *, block_size=(1, 1), pooling="AVG", scored=False
+):
+    """Masks for many tensors ranked together: one threshold for all.
+
+    The units of every tensor, single weights or, for a `block_size` other
+    than `(1, 1)`, the blocks of each tensor's 2-D view scored as in
+    `block_mask`, compete in one ranking by `|w|` (by the scores themselves
+    if `scored`, as in `score_mask`), and exactly `keep_count(num_units,
+    sparsity)` of them are kept in all. Ties go first to earlier tensors in
+    the list, then to the lowest flat index. A one-tensor list gives
+    `magnitude_mask`'s, `score_mask`'s or `block_mask`'s mask.
+
+    The tensors are never concatenated, nor their keys: their histograms
+    are summed, so a model of 100M+ weights needs no copy of them.
+
+    Args:
+        weights: Python list of float tensors of any shapes.
+        sparsity: Float scalar in [0, 1) (Python or tensor), the fraction
+            of units to zero.
+        block_size: Pair of Python ints `(block_rows, block_cols)`.
+        pooling: `"AVG"` or `"MAX"`, as in `block_mask`.
+        scored: If True, `weights` are scores (negative or NaN: excluded).
+
+    Returns:
+        A list of float32 0/1 tensors shaped like `weights`.
+
+    Example:
+
+    >>> w = [ops.convert_to_tensor([0.5, 3.0]), ops.convert_to_tensor([-2.0])]
+    >>> global_masks(w, 0.5)
+    [[0., 1.], [1.]]
+    """
+    _check_pooling(pooling)
+    blocks = tuple(block_size) != (1, 1)
+    to_keys = _score_keys if scored else _magnitude_keys
+    units = []
+    for tensor in weights:
+        if blocks:
+            tensor = _block_scores(tensor, block_size, pooling, scored)
+        units.append(ops.reshape(tensor, (-1,)))
+    num_units = sum(unit.shape[0] for unit in units)
+    ranked = [unit for unit in units if unit.shape[0]]
+    flags = iter(
+        _global_top_k_flags(ranked, keep_count(num_units, sparsity), to_keys)
+        if ranked
+        else ()
+    )
+    results = []
+    for tensor, unit in zip(weights, units):
+        shape = tuple(tensor.shape)
+        if not unit.shape[0]:
+            results.append(ops.zeros(shape, "float32"))
+            continue
+        kept = ops.cast(next(flags), "float32")
+        if blocks:
+            rows, cols = _matrix_shape(shape)
+            grid = (-(-rows // block_size[0]), -(-cols // block_size[1]))
+            kept = _expand_blocks(ops.reshape(kept, grid), shape, block_size)
+        results.append(ops.reshape(kept, shape))
+    return results
+
+
+def _global_top_k_flags(values, k, to_keys):
+    """`_top_k_flags` over a list of flat, non-empty tensors as if they were
+    concatenated: per-tensor flags at the `k` largest keys in all.
+
+    The digit histograms are summed over the tensors; each tensor's low
+    histogram also counts its ties at the threshold, so a running count of
+    them gives each tensor its share of the ties kept: all, none, or, in at
+    most one tensor, its first few.
+    """
+    counter = _chunk_counter(_high_digits, to_keys)
+    high_counts = _sum(_histogram(counter, v, _HIGH_BINS) for v in values)
+    high, k, _ = _select_digit(high_counts, ops.cast(k, "int32"))
+    base = high * (1 << _LOW_BITS)
+    counter = _chunk_counter(_low_digits, to_keys)
+    low_counts = [_histogram(counter, v, 1 << _LOW_BITS, base) for v in values]
+    low, missing, _ = _select_digit(_sum(low_counts), k)
+    threshold = base + low
+    flags = []
+    before = 0
+    for tensor, counts in zip(values, low_counts):
+        tied = ops.take(counts, low)
+        kept = ops.clip(missing - before, 0, tied)
+        before = before + tied
+        flags.append(_keep_ties(tensor, to_keys, threshold, kept, tied))
+    return flags
+
+
+def _sum(tensors):
+    return functools.reduce(ops.add, tensors)
+
+
+def _keep_ties(values, to_keys, threshold, kept, tied):
+    """Flags at keys above `threshold` and at the first `kept` of the
+    `tied` keys equal to it."""
+
+    def keep_first_ties():
+        return _keep_first_ties(values, to_keys, threshold, kept)
+
+    def keep_all_or_none():
+        # All ties are above `threshold - 1`; none above `threshold`.
+        bound = threshold - ops.cast(ops.greater(kept, 0), "int32")
+        return ops.greater(to_keys(values), bound)
+
+    some = ops.logical_and(ops.greater(kept, 0), ops.less(kept, tied))
+    return ops.cond(some, keep_first_ties, keep_all_or_none)
 
 
 def check_pattern_fits(shape, block_size, m_by_n):

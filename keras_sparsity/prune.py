@@ -5,15 +5,19 @@ how models are copied, `surgery` for how a sublayer is swapped for its
 wrapper, and `engine` for the optimizer that prunes during training.
 """
 
+import math
 import warnings
 
 import keras
 
 from keras_sparsity import _compat
+from keras_sparsity import allocation as alloc
 from keras_sparsity import cloning
+from keras_sparsity import criteria
 from keras_sparsity import registry
 from keras_sparsity import surgery
 from keras_sparsity.engine import install_engine_on_compile
+from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
@@ -28,6 +32,9 @@ def prune_low_magnitude(
     pruning_policy=None,
     sparsity_m_by_n=None,
     *,
+    allocation="uniform",
+    overrides=None,
+    criterion="magnitude",
     strict=False,
     inplace=False,
     **kwargs,
@@ -72,6 +79,22 @@ def prune_low_magnitude(
             `ensure_model_supports_pruning(model)`; only for models.
         sparsity_m_by_n: `None` or `(m, n)`: m zeros in every n consecutive
             weights along each kernel's input axis.
+        allocation: How a model's sparsity is shared among its kernels
+            (models only): `"uniform"` (each kernel at the schedule's
+            sparsity, as TFMOT), `"global"` (one ranking over all kernels:
+            exactly `round(total * (1 - s))` weights kept) or `"erk"`
+            (Erdős–Rényi-Kernel: smaller kernels denser, the total exact).
+            See the `allocation` module for the formulas.
+        overrides: Optional dict (models only) from a regex, matched in
+            full against layer names and kernel paths (`"dense_1"`,
+            `".*/recurrent_kernel"`), to a final sparsity in [0, 1), a
+            `PruningSchedule` for the whole layer, or None to leave it
+            dense. The first matching key wins; a key that matches nothing
+            is an error. Under `"global"` and `"erk"` the other kernels make
+            up for the fixed ones, so the model still meets its target.
+        criterion: How weights are ranked: `"magnitude"` (|w|, default),
+            `"saliency"` (|w * g| averaged over steps), `"movement"`
+            (-sum(w * g)), or a `keras_sparsity.Criterion`.
         strict: If True, a layer with kernels of an unsupported type in a
             model is an error instead of a warning.
         inplace: If True, prune the model itself (a functional subclass or
@@ -107,15 +130,52 @@ def prune_low_magnitude(
             ),
         )
     )
+    params["criterion"] = criteria.get(criterion)
+    overrides = alloc.check_allocation(allocation, overrides)
+    if params["sparsity_m_by_n"] is not None and allocation != "uniform":
+        raise ValueError(
+            "Argument `sparsity_m_by_n` fixes every kernel at m/n sparsity "
+            "within its own groups, so it cannot be combined with "
+            f"allocation={allocation!r}; use allocation='uniform'. Received: "
+            f"sparsity_m_by_n={params['sparsity_m_by_n']}"
+        )
     if isinstance(to_prune, keras.Model):
         _check_model_arguments(to_prune, inplace, kwargs)
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        pruned = _Pruner(params, pruning_policy, strict).prune(
-            to_prune, inplace
-        )
+        if (allocation != "uniform" or overrides) and not to_prune.built:
+            raise ValueError(
+                "Arguments `allocation` and `overrides` need a built model "
+                "(its kernels' shapes): call it on a batch first. Received: "
+                f"to_prune={to_prune.name!r}"
+            )
+        pruner = _Pruner(params, pruning_policy, strict, overrides)
+        pruned = pruner.prune(to_prune, inplace)
+        try:
+            alloc.assign_targets(
+                pruning_wrappers(pruned),
+                allocation,
+                overrides,
+                params["pruning_schedule"],
+                [size for sizes in pruner.left_dense.values() for size in sizes],
+            )
+            overrides.check_all_used()
+        except ValueError:
+            if inplace:  # give the user's model back as it was
+                from keras_sparsity.strip import strip_pruning
+
+                strip_pruning(pruned, inplace=True)
+            raise
         install_engine_on_compile(pruned)
         return pruned
+    if allocation != "uniform" or overrides:
+        raise ValueError(
+            "Arguments `allocation` and `overrides` apply to whole models; "
+            "for single layers pass each its own `pruning_schedule`. "
+            f"Received: allocation={allocation!r}, overrides with "
+            f"{len(overrides.rules)} keys, to_prune of type "
+            f"{type(to_prune).__name__}"
+        )
     if inplace:
         raise ValueError(
             "Argument `inplace` applies to models only. Received: "
@@ -155,7 +215,8 @@ def _check_model_arguments(model, inplace, kwargs):
             "`prune_low_magnitude` got unexpected keyword arguments for a "
             f"model: {sorted(kwargs)}. Accepted: pruning_schedule, "
             "block_size, block_pooling_type, pruning_policy, "
-            f"sparsity_m_by_n, strict, inplace. Received: {kwargs!r}"
+            "sparsity_m_by_n, allocation, overrides, criterion, strict, "
+            f"inplace. Received: {kwargs!r}"
         )
     if pruning_wrappers(model):
         raise ValueError(
@@ -191,10 +252,12 @@ def _own_copy(layer):
 class _Pruner:
     """Wraps every prunable layer of a model (a copy, or the model itself)."""
 
-    def __init__(self, params, policy, strict):
+    def __init__(self, params, policy, strict, overrides):
         self.params = params
         self.policy = policy
         self.strict = strict
+        self.overrides = overrides
+        self.left_dense = {}  # id(layer) -> its kernel sizes, left dense
         self.skipped = []
         self.wrapped = {}  # id(layer) -> its wrapper: shared layers once
         self.containers = []  # copies whose sublayers still need wrapping
@@ -229,10 +292,32 @@ class _Pruner:
     def _wants(self, layer):
         return registry.is_prunable(layer) and (
             self.policy is None or self.policy.allow_pruning(layer)
+        ) and self._layer_params(layer) is not None
+
+    def _layer_params(self, layer):
+        """The wrapper's arguments for `layer`, or None if `overrides`
+        leave it dense."""
+        kernels = (
+            [p.variable for p in registry.prunable_weights(layer)]
+            if layer.built
+            else []
         )
+        found, value = self.overrides.for_layer(layer, kernels)
+        if not found:
+            return self.params
+        if value is None:
+            self.left_dense[id(layer)] = [math.prod(k.shape) for k in kernels]
+            return None
+        if isinstance(value, PruningSchedule):
+            return dict(self.params, pruning_schedule=value)
+        return self.params
 
     def _note_skipped(self, layer):
-        if not registry.own_kernels(layer) or self.policy is not None:
+        if (
+            not registry.own_kernels(layer)
+            or self.policy is not None
+            or registry.is_prunable(layer)  # left dense by `overrides`
+        ):
             return
         if self.strict:
             check_layer(layer)  # raises: the copy is dropped, the model kept
@@ -246,7 +331,8 @@ class _Pruner:
             return self._copy(layer), None
         if self._wants(layer):
             copy = cloning.fresh_copy(layer)
-            return PruneLowMagnitude(copy, **self.params), _setter(layer, copy)
+            wrapper = PruneLowMagnitude(copy, **self._layer_params(layer))
+            return wrapper, _setter(layer, copy)
         copy = cloning.copy_or_share(layer)
         if copy is layer:
             return layer, None
@@ -270,7 +356,7 @@ class _Pruner:
             ):
                 self._wrap_sublayers(child)
             elif self._wants(child):
-                wrapper = PruneLowMagnitude(child, **self.params)
+                wrapper = PruneLowMagnitude(child, **self._layer_params(child))
                 if child.built:
                     wrapper.build()
                 self.wrapped[id(child)] = wrapper

@@ -16,6 +16,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_sparsity import allocation as alloc
+from keras_sparsity import criteria
 from keras_sparsity import masks as mask_math
 from keras_sparsity import registry
 from keras_sparsity.engine import EngineGuard
@@ -123,6 +125,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n: `None` or a pair `(m, n)`: zero `m` of every `n`
             consecutive weights along the kernel's last reduction (input)
             axis, ramping up the share of such groups with the schedule.
+        criterion: How weights are scored: `"magnitude"` (default),
+            `"saliency"`, `"movement"` or a `keras_sparsity.Criterion`.
+        kernel_targets: None (every kernel follows the schedule), or one
+            entry per pruned weight: None, or `(final_sparsity, ranking)`
+            with ranking `"local"` or `"global"`. Set by
+            `prune_low_magnitude`'s `allocation` and `overrides`.
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
 
     Example:
@@ -141,6 +149,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size=(1, 1),
         block_pooling_type="AVG",
         sparsity_m_by_n=None,
+        criterion="magnitude",
+        kernel_targets=None,
         **kwargs,
     ):
         (
@@ -158,6 +168,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_size = block_size
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
+        self.criterion = criteria.get(criterion)
+        self.kernel_targets = _check_targets(kernel_targets)
         self._passes_training = (
             "training" in inspect.signature(layer.call).parameters
         )
@@ -191,6 +203,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     f", weight {pruned.variable.name!r} of shape "
                     f"{tuple(pruned.variable.shape)}: {error}"
                 ) from None
+        if self.kernel_targets is not None and len(
+            self.kernel_targets
+        ) != len(found):
+            raise ValueError(
+                f"Argument `kernel_targets` has {len(self.kernel_targets)} "
+                f"entries but layer {self.layer.name!r} has {len(found)} "
+                "prunable weights."
+            )
         self._pruned = found
         self.masks = []
         for index, pruned in enumerate(found):
@@ -239,11 +259,42 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return None
         return self.layer.compute_mask(inputs, mask)
 
-    def new_mask(self, index, weight, sparsity):
-        """The 0/1 mask of pruned weight `index` for the values `weight` at
-        a target sparsity, in this wrapper's pattern (unstructured, block
-        or N:M along the weight's reduction axes)."""
+    def kernel_sparsity(self, index, sparsity):
+        """Pruned weight `index`'s sparsity when the schedule is at
+        `sparsity`: its final target scaled by the schedule's progress."""
+        target = self._target(index)
+        if target is None:
+            return sparsity
+        final = alloc.final_sparsity(self.pruning_schedule)
+        if target[0] == final:
+            return sparsity
+        if not final:
+            return ops.zeros((), "float32")
+        # Progress first: at the end it is exactly 1, so the kernel lands
+        # on its target exactly.
+        progress = ops.cast(sparsity, "float32") / final
+        return progress * target[0]
+
+    def ranking(self, index):
+        """`"global"` if weight `index` is ranked with the other global
+        kernels of the model, else `"local"`."""
+        target = self._target(index)
+        return alloc.LOCAL if target is None else target[1]
+
+    def _target(self, index):
+        if self.kernel_targets is None:
+            return None
+        return self.kernel_targets[index]
+
+    def new_mask(self, index, weight, sparsity, scored=False):
+        """The 0/1 mask of pruned weight `index` at a target sparsity, in
+        this wrapper's pattern (unstructured, block or N:M along the
+        weight's reduction axes). `weight` holds the masked weight's values
+        (ranked by magnitude) or, with `scored=True`, scores (ranked by
+        value, negative ones below all)."""
         if self.sparsity_m_by_n is None and self.block_size == (1, 1):
+            if scored:
+                return mask_math.score_mask(weight, sparsity)
             return mask_math.magnitude_mask(weight, sparsity)
         pruned = self._pruned[index]
         canonical = ops.reshape(
@@ -252,11 +303,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         if self.sparsity_m_by_n is not None:
             mask = mask_math.m_by_n_mask(
-                canonical, sparsity, self.sparsity_m_by_n
+                canonical, sparsity, self.sparsity_m_by_n, scored=scored
             )
         else:
             mask = mask_math.block_mask(
-                canonical, sparsity, self.block_size, self.block_pooling_type
+                canonical,
+                sparsity,
+                self.block_size,
+                self.block_pooling_type,
+                scored=scored,
             )
         permuted = [weight.shape[a] for a in pruned.permutation]
         inverse = sorted(
@@ -274,6 +329,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "block_size": self.block_size,
                 "block_pooling_type": self.block_pooling_type,
                 "sparsity_m_by_n": self.sparsity_m_by_n,
+                "criterion": keras.saving.serialize_keras_object(
+                    self.criterion
+                ),
+                "kernel_targets": None
+                if self.kernel_targets is None
+                else [
+                    None if t is None else list(t)
+                    for t in self.kernel_targets
+                ],
             }
         )
         return config
@@ -288,6 +352,31 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config.pop("pruning_schedule"), custom_objects=custom_objects
         )
         return cls(layer, pruning_schedule=schedule, **config)
+
+
+def _check_targets(kernel_targets):
+    if kernel_targets is None:
+        return None
+    checked = []
+    for target in kernel_targets:
+        if target is not None:
+            try:
+                sparsity, ranking = target
+                valid = 0 <= float(sparsity) < 1 and ranking in (
+                    alloc.LOCAL,
+                    alloc.GLOBAL,
+                )
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(
+                    "Argument `kernel_targets` must hold, per pruned weight, "
+                    "None or (sparsity in [0, 1), 'local' or 'global'). "
+                    f"Received: kernel_targets={kernel_targets!r}"
+                )
+            target = (float(sparsity), ranking)
+        checked.append(target)
+    return checked
 
 
 def _symbolic(x):

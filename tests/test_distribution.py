@@ -50,3 +50,41 @@ def test_data_parallel_fit_gives_the_single_device_masks(tmp_path):
         np.testing.assert_allclose(
             weight, result[f"single/weight{index}"], atol=1e-6
         )
+
+
+MODEL_PARALLEL = os.path.join(os.path.dirname(__file__), "model_parallel_fit.py")
+
+
+@pytest.mark.skipif(
+    backend() != "jax", reason="keras.distribution.ModelParallel is JAX-only"
+)
+def test_sharded_kernels_give_the_single_device_global_masks(tmp_path):
+    out = os.fspath(tmp_path / "masks.npz")
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    done = subprocess.run(
+        [sys.executable, MODEL_PARALLEL, out],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = np.load(out)
+    kept = 0
+    for index in range(3):
+        single = result[f"single/mask{index}"]
+        double = result[f"double/mask{index}"]
+        np.testing.assert_array_equal(single, double)
+        assert int(result[f"double/shards{index}"]) == 2  # really sharded
+        np.testing.assert_allclose(
+            result[f"double/weight{index}"],
+            result[f"single/weight{index}"],
+            atol=1e-5,
+        )
+        kept += int(double.sum())
+    assert kept == round((160 + 128 + 32) * 0.2)

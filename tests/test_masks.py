@@ -84,11 +84,31 @@ def reference_magnitude_mask(weights, target):
     )
 
 
-def reference_block_mask(weights, target, block_size, pooling):
-    rows = math.prod(weights.shape[:-1])
-    cols = weights.shape[-1]
+def reference_score_ranks(scores):
+    """Float64 values that rank scores as `score_mask` does: excluded
+    (negative, NaN) lowest, +inf as the largest finite float32."""
+    scores = np.asarray(scores, "float64")
+    with np.errstate(invalid="ignore"):
+        kept = scores >= 0
+    top = float(np.finfo("float32").max)
+    return np.where(kept, np.minimum(np.abs(scores), top), -1.0)
+
+
+def reference_score_mask(scores, target):
+    return reference_top_k(
+        reference_score_ranks(scores), reference_keep_count(scores.size, target)
+    )
+
+
+def reference_matrix(weights):
+    return weights.reshape(math.prod(weights.shape[:-1]), weights.shape[-1])
+
+
+def reference_pooled(weights, block_size, pooling, scored=False):
+    """Per-block pooled `|w|` (or `w` if scored) over real weights only."""
+    matrix = reference_matrix(weights if scored else np.abs(weights))
+    rows, cols = matrix.shape
     block_rows, block_cols = block_size
-    matrix = np.abs(weights).reshape(rows, cols)
     pooled = np.zeros(
         (-(-rows // block_rows), -(-cols // block_cols)), "float32"
     )
@@ -99,16 +119,64 @@ def reference_block_mask(weights, target, block_size, pooling):
                 j * block_cols : (j + 1) * block_cols,
             ]
             pooled[i, j] = block.max() if pooling == "MAX" else block.mean()
-    kept = reference_top_k(pooled, reference_keep_count(pooled.size, target))
+    return pooled
+
+
+def reference_expand_blocks(kept, shape, block_size):
+    rows, cols = math.prod(shape[:-1]), shape[-1]
     expanded = np.kron(kept, np.ones(block_size, "float32"))
-    return expanded[:rows, :cols].reshape(weights.shape)
+    return expanded[:rows, :cols].reshape(shape)
 
 
-def reference_m_by_n_mask(weights, target, m_by_n):
+def reference_block_mask(weights, target, block_size, pooling, scored=False):
+    pooled = reference_pooled(weights, block_size, pooling, scored)
+    ranks = reference_score_ranks(pooled) if scored else pooled
+    kept = reference_top_k(ranks, reference_keep_count(pooled.size, target))
+    return reference_expand_blocks(kept, weights.shape, block_size)
+
+
+def reference_global_masks(
+    weights, target, block_size=(1, 1), pooling="AVG", scored=False
+):
+    """One stable ranking over all units: (score desc, tensor, index)."""
+    blocks = tuple(block_size) != (1, 1)
+    ranks = []
+    for w in weights:
+        units = (
+            reference_pooled(w, block_size, pooling, scored) if blocks else w
+        )
+        units = units.ravel()
+        ranks.append(reference_score_ranks(units) if scored else np.abs(units))
+    tensor_index = np.concatenate(
+        [np.full(r.size, t) for t, r in enumerate(ranks)]
+    )
+    flat_index = np.concatenate([np.arange(r.size) for r in ranks])
+    order = np.lexsort((flat_index, tensor_index, -np.concatenate(ranks)))
+    kept = np.zeros(order.size, "float32")
+    kept[order[: reference_keep_count(order.size, target)]] = 1.0
+    results = []
+    for w, part in zip(
+        weights, np.split(kept, np.cumsum([r.size for r in ranks])[:-1])
+    ):
+        if blocks:
+            grid = reference_pooled(w, block_size, pooling).shape
+            results.append(
+                reference_expand_blocks(part.reshape(grid), w.shape, block_size)
+            )
+        else:
+            results.append(part.reshape(w.shape))
+    return results
+
+
+def reference_m_by_n_mask(weights, target, m_by_n, scored=False):
     """Per group: its removed positions and cost; then the cheapest groups."""
     num_zeros, group_size = m_by_n
     size_in, size_out = weights.shape[-2:]
-    magnitudes = np.abs(weights).reshape(-1, size_in, size_out)
+    if scored:
+        magnitudes = np.where(np.isnan(weights), -np.inf, weights)
+    else:
+        magnitudes = np.abs(weights)
+    magnitudes = magnitudes.reshape(-1, size_in, size_out)
     groups = []
     for outer in range(magnitudes.shape[0]):
         for start in range(0, size_in, group_size):
@@ -117,7 +185,9 @@ def reference_m_by_n_mask(weights, target, m_by_n):
                 values = magnitudes[outer, rows, col]
                 order = np.argsort(-values, kind="stable")
                 removed = rows[order[group_size - num_zeros :]]
-                cost = np.float32(magnitudes[outer, removed, col].sum())
+                cost = np.float32(
+                    np.maximum(magnitudes[outer, removed, col], 0).sum()
+                )
                 groups.append((cost, outer, removed, col))
     share = min(
         np.float32(1.0),
@@ -345,6 +415,49 @@ def test_top_k_mask_is_exact_past_one_chunk(values, k):
     np.testing.assert_array_equal(mask, reference_top_k(scores, k))
 
 
+# score_mask: negative (or NaN) scores are excluded.
+
+
+def test_score_keys_order_scores_and_exclude_negatives():
+    values = tensor([-1.0, np.nan, -np.inf, -0.0, 0.0, 1.0, np.inf])
+    keys = ops.convert_to_numpy(masks._score_keys(values))
+    top = np.asarray(np.finfo("float32").max).view("int32") + 1
+    np.testing.assert_array_equal(
+        keys, [0, 0, 0, 1, 1, np.float32(1).view("int32") + 1, top]
+    )
+    assert top == masks._BITS_HIGH
+
+
+def signed_scores(shape, seed, kind):
+    """Scores about half excluded: normal, integer ties, or edge values."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return rng.standard_normal(shape).astype("float32")
+    if kind == "ties":
+        return rng.integers(-2, 3, size=shape).astype("float32")
+    values = np.concatenate([EDGE_VALUES, -EDGE_VALUES, [np.nan]])
+    return rng.choice(values, size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "edges"])
+@pytest.mark.parametrize("shape, seed", [((7,), 0), ((4, 6), 1)])
+def test_score_mask_is_exact_and_matches_numpy(shape, seed, kind):
+    scores = signed_scores(shape, seed, kind)
+    with np.errstate(invalid="ignore"):
+        eligible = scores >= 0
+    targets = [0.0, 0.25, 0.5, 0.75, 0.99]
+    results = masks_eager_and_compiled(masks.score_mask, scores, targets)
+    for target, mask in zip(targets, results):
+        k = reference_keep_count(scores.size, target)
+        assert mask.sum() == k
+        np.testing.assert_array_equal(
+            mask, reference_score_mask(scores, target), err_msg=f"s={target}"
+        )
+        # Excluded scores only once every eligible one is kept.
+        kept_excluded = mask[~eligible].sum()
+        assert kept_excluded == max(0, k - eligible.sum())
+
+
 # block_mask
 
 
@@ -465,6 +578,29 @@ def test_block_mask_keeps_exact_blocks_and_matches_numpy(
         )
         kept = blocks.max(axis=(1, 3))
         assert kept.sum() == reference_keep_count(num_blocks, target)
+
+
+@pytest.mark.parametrize("pooling", ["AVG", "MAX"])
+@pytest.mark.parametrize(
+    "shape, block_size", [((5, 7), (2, 3)), ((4, 6), (1, 2))]
+)
+def test_block_mask_ranks_scores_as_they_are_when_scored(
+    shape, block_size, pooling
+):
+    # Integer scores, half of them negative: pooled as they are, and blocks
+    # whose pooled score is negative rank last.
+    scores = signed_scores(shape, 2, "ties")
+    targets = [0.0, 0.3, 0.5, 0.8]
+
+    def fn(w, s):
+        return masks.block_mask(w, s, block_size, pooling, scored=True)
+
+    results = masks_eager_and_compiled(fn, scores, targets)
+    for target, mask in zip(targets, results):
+        expected = reference_block_mask(
+            scores, target, block_size, pooling, scored=True
+        )
+        np.testing.assert_array_equal(mask, expected, err_msg=f"s={target}")
 
 
 def test_block_mask_rejects_an_unknown_pooling_type():
@@ -604,9 +740,229 @@ def test_m_by_n_mask_keeps_n_minus_m_per_group_with_partial_groups(
         assert np.all(kept == min(real, group_size - num_zeros))
 
 
+@pytest.mark.parametrize("shape", [(8, 6), (7, 3), (2, 9, 2)])
+def test_m_by_n_mask_ranks_scores_as_they_are_when_scored(shape):
+    # Negative and NaN scores rank last in their group and cost nothing.
+    scores = signed_scores(shape, 3, "normal")
+    scores.ravel()[::5] = np.nan
+    targets = [0.0, 0.25, 0.5, 0.9]
+
+    def fn(w, s):
+        return masks.m_by_n_mask(w, s, (2, 4), scored=True)
+
+    results = masks_eager_and_compiled(fn, scores, targets)
+    for target, mask in zip(targets, results):
+        np.testing.assert_array_equal(
+            mask,
+            reference_m_by_n_mask(scores, target, (2, 4), scored=True),
+            err_msg=f"s={target}",
+        )
+
+
+def test_m_by_n_mask_scored_equals_magnitudes_on_magnitudes():
+    weights = random_weights((8, 6), 4, "ties")
+    targets = [0.25, 0.5]
+    magnitudes = masks_eager_and_compiled(
+        lambda w, s: masks.m_by_n_mask(w, s, (2, 4)), weights, targets
+    )
+    scored = masks_eager_and_compiled(
+        lambda w, s: masks.m_by_n_mask(w, s, (2, 4), scored=True),
+        np.abs(weights),
+        targets,
+    )
+    for target, expected, mask in zip(targets, magnitudes, scored):
+        np.testing.assert_array_equal(mask, expected, err_msg=f"s={target}")
+
+
 def test_m_by_n_mask_rejects_a_rank_one_weight():
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         masks.m_by_n_mask(tensor([1, 2, 3, 4]), 0.5, (2, 4))
+
+
+# global_masks: one ranking over a list of tensors.
+
+
+def global_masks_eager_and_compiled(weights, targets, **kwargs):
+    """`global_masks` at each sparsity; asserts eager == compiled."""
+
+    def fn(ws, s):
+        return masks.global_masks(ws, s, **kwargs)
+
+    weights = [tensor(w) for w in weights]
+    fast = compiled(fn)
+    results = []
+    for target in targets:
+        eager = [ops.convert_to_numpy(m) for m in fn(weights, target)]
+        traced = fast(weights, ops.convert_to_tensor(target, "float32"))
+        for w, e, t in zip(weights, eager, traced):
+            assert e.dtype == np.float32
+            assert e.shape == tuple(w.shape)
+            np.testing.assert_array_equal(
+                e, ops.convert_to_numpy(t), err_msg=f"s={target}"
+            )
+        results.append(eager)
+    return results
+
+
+def assert_global_masks_match_numpy(weights, targets, **kwargs):
+    results = global_masks_eager_and_compiled(weights, targets, **kwargs)
+    for target, result in zip(targets, results):
+        expected = reference_global_masks(weights, target, **kwargs)
+        for index, (mask, reference) in enumerate(zip(result, expected)):
+            np.testing.assert_array_equal(
+                mask, reference, err_msg=f"s={target}, tensor {index}"
+            )
+    return results
+
+
+GLOBAL_SHAPES = [(7,), (4, 6), (2, 3, 5)]
+GLOBAL_TARGETS = [0.0, 0.25, 0.5, 0.9, 0.99]
+
+
+def scaled_weights(shapes, scales, seed, kind):
+    return [
+        (random_weights(shape, seed + i, kind) * scale).astype("float32")
+        for i, (shape, scale) in enumerate(zip(shapes, scales))
+    ]
+
+
+@pytest.mark.parametrize(
+    "kind, scales",
+    [
+        ("normal", (1e-3, 1.0, 100.0)),
+        # Integers of one scale: ties cut across tensors.
+        ("ties", (1.0, 1.0, 1.0)),
+        ("ties", (1e-3, 1.0, 100.0)),
+    ],
+)
+def test_global_masks_rank_all_tensors_together(kind, scales):
+    weights = scaled_weights(GLOBAL_SHAPES, scales, 0, kind)
+    total = sum(w.size for w in weights)
+    results = assert_global_masks_match_numpy(weights, GLOBAL_TARGETS)
+    previous = [np.ones(w.shape, "float32") for w in weights]
+    for target, result in zip(GLOBAL_TARGETS, results):
+        assert sum(m.sum() for m in result) == reference_keep_count(
+            total, target
+        )
+        for mask, before in zip(result, previous):
+            assert set(np.unique(mask)) <= {0.0, 1.0}
+            assert np.all(mask <= before), f"not nested at s={target}"
+        previous = result
+
+
+def test_global_masks_give_ties_to_earlier_tensors_then_lower_indices():
+    weights = [np.asarray([1, 2, 1], "float32"), np.asarray([[1, 2], [1, 0]])]
+    (result,) = global_masks_eager_and_compiled(weights, [0.5])
+    # Keeps 4 of 7: both 2s, then the first two 1s in the global order.
+    np.testing.assert_array_equal(result[0], [1, 1, 1])
+    np.testing.assert_array_equal(result[1], [[0, 1], [0, 0]])
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "edges"])
+def test_global_masks_exclude_negative_scores(kind):
+    # Scaled edge values overflow to inf, which ranks as the largest.
+    with np.errstate(over="ignore"):
+        weights = [
+            signed_scores(shape, seed, kind) * np.float32(scale)
+            for seed, (shape, scale) in enumerate(
+                zip(GLOBAL_SHAPES, (1e-3, 1.0, 100.0))
+            )
+        ]
+    with np.errstate(invalid="ignore"):
+        eligible = sum(int((w >= 0).sum()) for w in weights)
+    total = sum(w.size for w in weights)
+    results = assert_global_masks_match_numpy(
+        weights, GLOBAL_TARGETS, scored=True
+    )
+    for target, result in zip(GLOBAL_TARGETS, results):
+        k = reference_keep_count(total, target)
+        with np.errstate(invalid="ignore"):
+            kept_excluded = sum(
+                m[~(w >= 0)].sum() for w, m in zip(weights, result)
+            )
+        assert kept_excluded == max(0, k - eligible), f"s={target}"
+
+
+@pytest.mark.parametrize("scored", [False, True])
+@pytest.mark.parametrize(
+    "block_size, pooling", [((2, 3), "AVG"), ((2, 3), "MAX"), ((3, 1), "AVG")]
+)
+def test_global_masks_rank_blocks_across_tensors(block_size, pooling, scored):
+    shapes = [(4, 6), (5, 7), (2, 3, 4, 5)]
+    if scored:
+        weights = [
+            signed_scores(shape, i, "ties") for i, shape in enumerate(shapes)
+        ]
+    else:
+        weights = scaled_weights(shapes, (1e-3, 1.0, 100.0), 0, "ties")
+    targets = [0.0, 0.3, 0.5, 0.8]
+    results = assert_global_masks_match_numpy(
+        weights, targets, block_size=block_size, pooling=pooling, scored=scored
+    )
+    grids = [reference_pooled(w, block_size, pooling).shape for w in weights]
+    num_blocks = sum(math.prod(grid) for grid in grids)
+    for target, result in zip(targets, results):
+        kept_blocks = 0
+        for w, mask, grid in zip(weights, result, grids):
+            matrix = reference_matrix(mask)
+            corners = matrix[:: block_size[0], :: block_size[1]]
+            assert corners.shape == grid
+            expanded = reference_expand_blocks(corners, w.shape, block_size)
+            np.testing.assert_array_equal(mask, expanded)
+            kept_blocks += int(corners.sum())
+        assert kept_blocks == reference_keep_count(num_blocks, target)
+
+
+@pytest.mark.parametrize(
+    "kwargs, single",
+    [
+        ({}, masks.magnitude_mask),
+        ({"scored": True}, masks.score_mask),
+        (
+            {"block_size": (2, 3), "pooling": "MAX"},
+            lambda w, s: masks.block_mask(w, s, (2, 3), "MAX"),
+        ),
+        (
+            {"block_size": (2, 2), "pooling": "AVG", "scored": True},
+            lambda w, s: masks.block_mask(w, s, (2, 2), "AVG", scored=True),
+        ),
+    ],
+)
+def test_global_masks_of_one_tensor_equal_the_single_tensor_mask(
+    kwargs, single
+):
+    weights = signed_scores((5, 7), 5, "ties")
+    targets = [0.0, 0.3, 0.5, 0.9]
+    results = global_masks_eager_and_compiled([weights], targets, **kwargs)
+    singles = masks_eager_and_compiled(single, weights, targets)
+    for target, (result,), expected in zip(targets, results, singles):
+        np.testing.assert_array_equal(result, expected, err_msg=f"s={target}")
+
+
+@pytest.mark.parametrize("kind", ["ties", "equal", "edges"])
+def test_global_masks_are_exact_across_chunks_and_tie_buckets(
+    small_chunks, kind
+):
+    weights = [edge_scores((size,), size, kind) for size in (13, 5, 1, 23)]
+    assert_global_masks_match_numpy(weights, GLOBAL_TARGETS)
+
+
+def test_global_masks_are_exact_past_several_chunks(monkeypatch):
+    # Chunks of 2**16 keys: each tensor spans several, ties at the
+    # threshold fall in all three.
+    monkeypatch.setattr(masks, "_CHUNK", 1 << 16)
+    monkeypatch.setattr(masks, "_COUNTERS", {})
+    rng = np.random.default_rng(0)
+    weights = [
+        rng.integers(-40, 41, size).astype("float32")
+        for size in (100_003, 150_000, 131_073)
+    ]
+    assert_global_masks_match_numpy(weights, [0.3, 0.77])
+
+
+def test_global_masks_reject_an_unknown_pooling_type():
+    with pytest.raises(ValueError, match="pooling='MIN'"):
+        masks.global_masks([tensor([[1, 2]])], 0.5, pooling="MIN")
 
 
 # check_pattern_fits

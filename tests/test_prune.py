@@ -84,6 +84,10 @@ def test_public_api_is_exactly_the_expected_names():
     assert sorted(sparsity.__all__) == sorted(
         [
             "ConstantSparsity",
+            "Criterion",
+            "Magnitude",
+            "Movement",
+            "Saliency",
             "PolynomialDecay",
             "PrunableLayer",
             "PruneForLatencyOnXNNPack",

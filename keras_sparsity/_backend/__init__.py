@@ -8,8 +8,9 @@ Each module offers the same functions:
   `begin_step`, so a run that starts past `end_step` still gets its masks.
 * `read_int(read)`: the scalar `read()` returns, as a Python int.
 * `snapshot(step)`: the step before the update, for `schedules_at`.
-* `update_mask(entry, should_prune, compute)`: recomputes `entry.mask` with
-  `compute(masked_kernel)` when due and writes `kernel * mask`.
+* `update_masks(entries, should_prune, compute)`: when due, recomputes the
+  masks of `entries` (a group ranked together) with
+  `compute(masked_kernels, old_masks)`; writes every `kernel * mask`.
 """
 
 import keras
@@ -19,16 +20,16 @@ if _name == "torch":
     from keras_sparsity._backend.torch import read_int
     from keras_sparsity._backend.torch import schedules_at
     from keras_sparsity._backend.torch import snapshot
-    from keras_sparsity._backend.torch import update_mask
+    from keras_sparsity._backend.torch import update_masks
 elif _name == "jax":
     from keras_sparsity._backend.jax import read_int
     from keras_sparsity._backend.jax import schedules_at
     from keras_sparsity._backend.jax import snapshot
-    from keras_sparsity._backend.jax import update_mask
+    from keras_sparsity._backend.jax import update_masks
 else:
     from keras_sparsity._backend.tensorflow import read_int
     from keras_sparsity._backend.tensorflow import schedules_at
     from keras_sparsity._backend.tensorflow import snapshot
-    from keras_sparsity._backend.tensorflow import update_mask
+    from keras_sparsity._backend.tensorflow import update_masks
 
-__all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
+__all__ = ["read_int", "schedules_at", "snapshot", "update_masks"]

@@ -5,21 +5,26 @@ from keras import ops
 
 from keras_sparsity._backend.traced import schedules_at
 
-__all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
+__all__ = ["read_int", "schedules_at", "snapshot", "update_masks"]
 
 
-def update_mask(entry, should_prune, compute):
-    old = entry.mask.value
-    kernel = entry.kernel
-    # One `cond` output: each output of a `cond` costs a copy of the mask
-    # at steps that do not prune, the common case.
-    new = ops.cond(
-        should_prune,
-        lambda: compute(kernel.value * ops.cast(old, kernel.dtype)),
-        lambda: old,
-    )
-    entry.mask.assign(new)
-    kernel.assign(kernel.value * ops.cast(old * new, kernel.dtype))
+def update_masks(entries, should_prune, compute):
+    olds = [entry.mask.value for entry in entries]
+    kernels = [entry.kernel for entry in entries]
+
+    def recompute():
+        masked = [
+            kernel.value * ops.cast(old, kernel.dtype)
+            for kernel, old in zip(kernels, olds)
+        ]
+        return compute(masked, olds)
+
+    # Only the masks come out of the `cond`: each output costs a copy of
+    # the mask at steps that do not prune, the common case.
+    news = ops.cond(should_prune, recompute, lambda: list(olds))
+    for entry, kernel, old, new in zip(entries, kernels, olds, news):
+        entry.mask.assign(new)
+        kernel.assign(kernel.value * ops.cast(old * new, kernel.dtype))
 
 
 def read_int(read):

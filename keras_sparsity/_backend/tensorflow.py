@@ -6,21 +6,29 @@ from keras import ops
 
 from keras_sparsity._backend.traced import schedules_at
 
-__all__ = ["read_int", "schedules_at", "snapshot", "update_mask"]
+__all__ = ["read_int", "schedules_at", "snapshot", "update_masks"]
 
 
-def update_mask(entry, should_prune, compute):
-    kernel = entry.kernel
+def update_masks(entries, should_prune, compute):
+    kernels = [entry.kernel for entry in entries]
 
     def recompute():
-        old = entry.mask.value
-        new = compute(kernel.value * ops.cast(old, kernel.dtype))
-        keep = old * new
-        entry.mask.assign(new)
-        return keep
+        olds = [entry.mask.value for entry in entries]
+        masked = [
+            kernel.value * ops.cast(old, kernel.dtype)
+            for kernel, old in zip(kernels, olds)
+        ]
+        news = compute(masked, olds)
+        for entry, new in zip(entries, news):
+            entry.mask.assign(new)
+        return [old * new for old, new in zip(olds, news)]
 
-    keep = ops.cond(should_prune, recompute, lambda: entry.mask.value)
-    kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
+    def unchanged():
+        return [entry.mask.value for entry in entries]
+
+    keeps = ops.cond(should_prune, recompute, unchanged)
+    for kernel, keep in zip(kernels, keeps):
+        kernel.assign(kernel.value * ops.cast(keep, kernel.dtype))
 
 
 def read_int(read):

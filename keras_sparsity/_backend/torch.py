@@ -28,18 +28,23 @@ def schedules_at(schedules, flags, step, cache):
     return due
 
 
-def update_mask(entry, should_prune, compute):
-    mask = entry.mask
-    kernel = entry.kernel.value
+def update_masks(entries, should_prune, compute):
+    kernels = [entry.kernel.value for entry in entries]
     if should_prune:
-        old = mask.value
-        new = compute(kernel * old.to(kernel.dtype))
-        keep = old * new  # before the assign: torch aliases `old`
-        mask.assign(new)
+        olds = [entry.mask.value for entry in entries]
+        masked = [
+            kernel * old.to(kernel.dtype) for kernel, old in zip(kernels, olds)
+        ]
+        news = compute(masked, olds)
+        # Before the assigns: torch aliases `old`.
+        keeps = [old * new for old, new in zip(olds, news)]
+        for entry, new in zip(entries, news):
+            entry.mask.assign(new)
     else:
-        keep = mask.value
+        keeps = [entry.mask.value for entry in entries]
     with torch.no_grad():
-        kernel.mul_(keep.to(kernel.dtype))
+        for kernel, keep in zip(kernels, keeps):
+            kernel.mul_(keep.to(kernel.dtype))
 
 
 def read_int(read):
