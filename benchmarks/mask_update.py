@@ -148,32 +148,49 @@ def measure(name, repeats):
     def update(kernels, sparsity):
         return [masks.magnitude_mask(kernel, sparsity) for kernel in kernels]
 
+    def global_update(kernels, sparsity):
+        return masks.global_masks(kernels, sparsity)
+
+    def scored_update(kernels, sparsity):
+        return [masks.score_mask(ops.abs(k), sparsity) for k in kernels]
+
     def write(kernels, threshold):
         return [
             ops.cast(ops.greater_equal(ops.abs(kernel), threshold), "float32")
             for kernel in kernels
         ]
 
-    one_pass, update, write = (
+    one_pass, update, write, global_update, scored_update = (
         compiled(one_pass),
         compiled(update),
         compiled(write),
+        compiled(global_update),
+        compiled(scored_update),
     )
     new_masks = update(kernels, target)
     kept = sum(int(ops.convert_to_numpy(ops.sum(m))) for m in new_masks)
     del new_masks
+    new_masks = global_update(kernels, target)
+    global_kept = sum(int(ops.convert_to_numpy(ops.sum(m))) for m in new_masks)
+    del new_masks
     one_pass(kernels)
     write(kernels, threshold)
+    scored_update(kernels, target)
     load_before = os.getloadavg()[0]
-    pass_ms, update_ms, write_ms = [], [], []
+    pass_ms, update_ms, write_ms, global_ms, scored_ms = [], [], [], [], []
     for _ in range(repeats):
         pass_ms.append(time_call(one_pass, kernels))
         update_ms.append(time_call(update, kernels, target))
         write_ms.append(time_call(write, kernels, threshold))
+        global_ms.append(time_call(global_update, kernels, target))
+        scored_ms.append(time_call(scored_update, kernels, target))
     return {
         "model": name,
         "weights": num_layers * units * units,
         "kept": kept,
+        "global_kept": global_kept,
+        "global_ms": global_ms,
+        "scored_ms": scored_ms,
         "pass_ms": pass_ms,
         "update_ms": update_ms,
         "write_ms": write_ms,
@@ -239,6 +256,28 @@ def table(results):
             f"| {statistics.median(r['write_ms']) / one_pass:.1f} |"
         )
     lines.append(TFMOT_REFERENCE)
+    lines += [
+        "",
+        "Allocation and criteria (issue #11), same rounds: a global "
+        "update (`masks.global_masks`: one ranking over all kernels) and a "
+        "scored update (`masks.score_mask` on precomputed scores, the path "
+        "of the saliency and movement criteria), against the per-kernel "
+        "update above.",
+        "",
+        "| backend | weights | global update, ms (min / median / max) "
+        "| global / per-kernel | scored update, ms (min / median / max) "
+        "| scored / per-kernel |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        update = statistics.median(r["update_ms"])
+        lines.append(
+            f"| {r['backend']} | {r['model']} ({r['weights']:,}) "
+            f"| {_stats(r['global_ms'])} "
+            f"| {statistics.median(r['global_ms']) / update:.2f} "
+            f"| {_stats(r['scored_ms'])} "
+            f"| {statistics.median(r['scored_ms']) / update:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -251,7 +290,8 @@ def markdown(results, args, seconds):
         for r in results
     )
     checks = ", ".join(
-        f"{r['backend']}/{r['model']} {r['kept']:,} of {r['weights']:,}"
+        f"{r['backend']}/{r['model']} {r['kept']:,} (global "
+        f"{r['global_kept']:,}) of {r['weights']:,}"
         for r in results
     )
     repeats = ", ".join(f"{n} {args.repeats[n]}" for n in args.sizes)

@@ -11,6 +11,10 @@ The pruned model is `prune_low_magnitude(dense, pruning_schedule=
 PolynomialDecay(0.5, 0.8, begin_step=0, end_step=<steps of 2 epochs>,
 frequency=100))`, cloned from the dense model so both start from the same
 weights. Both are compiled with the default jit settings of the backend.
+Besides TFMOT's uniform magnitude pruning, the same model is pruned with
+`allocation="global"`, `allocation="erk"` and `criterion="saliency"`
+(`--settings`), each timed against the same dense model in the same
+interleaved rounds.
 
 Method, per backend (one process each, as Keras fixes the backend per
 process) and per model:
@@ -18,8 +22,8 @@ process) and per model:
 1. Warm up: a few steps on each model, so tracing and compilation are
    excluded, including one mask-update step.
 2. Interleave: `--repeats` rounds of one block of `--block-steps` (100)
-   steps on the dense model and one on the pruned model (the order
-   alternates between rounds), over the same 100 fixed batches; per-step
+   steps on the dense model and one on each pruned model (the order
+   rotates between rounds), over the same 100 fixed batches; per-step
    time = block time / 100. Before every block both optimizers'
    `iterations` are set to 0, so each pruned block runs steps 0..99 of the
    schedule: exactly one mask update (step 0) and 99 plain steps, the 1%
@@ -198,7 +202,17 @@ def summary(times_ms):
     }
 
 
+SETTINGS = {
+    "uniform": {},
+    "global": {"allocation": "global"},
+    "erk": {"allocation": "erk"},
+    "saliency": {"criterion": "saliency"},
+}
+
+
 def measure_model(name, x, y, args):
+    """One result per pruning setting, each against the same dense model,
+    all blocks interleaved."""
     import keras
 
     import keras_sparsity
@@ -211,60 +225,68 @@ def measure_model(name, x, y, args):
     )
     keras.utils.set_random_seed(SEED)
     dense = build_model(name)
-    pruned = keras_sparsity.prune_low_magnitude(
-        dense, pruning_schedule=schedule
-    )
-    compile_model(dense)
-    compile_model(pruned)
+    models = {"dense": dense}
+    for setting in args.settings:
+        models[setting] = keras_sparsity.prune_low_magnitude(
+            dense, pruning_schedule=schedule, **SETTINGS[setting]
+        )
+    for model in models.values():
+        compile_model(model)
 
     warm_x, warm_y = cycled_batches(x, y, args.warmup_steps)
-    for model in (dense, pruned):
+    for model in models.values():
         timed_block(model, warm_x, warm_y, method)
     block_x, block_y = cycled_batches(x, y, args.block_steps)
-    models = {"dense": dense, "pruned": pruned}
-    per_step = {"dense": [], "pruned": []}
+    kinds = list(models)
+    per_step = {kind: [] for kind in kinds}
     for round_index in range(args.repeats):
-        order = ("dense", "pruned") if round_index % 2 == 0 else (
-            "pruned", "dense")
-        for kind in order:
+        # Rotate the order, so that no model always runs first.
+        shift = round_index % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
             seconds = timed_block(models[kind], block_x, block_y, method)
             per_step[kind].append(1000.0 * seconds / args.block_steps)
 
-    step_x, step_y = cycled_batches(x, y, 1)
-    for iteration in (0, PLAIN_STEP):
-        timed_step(pruned, step_x, step_y, iteration)
-    update_ms, plain_ms = [], []
-    for _ in range(args.update_repeats):
-        update_ms.append(1000.0 * timed_step(pruned, step_x, step_y, 0))
-        plain_ms.append(
-            1000.0 * timed_step(pruned, step_x, step_y, PLAIN_STEP)
-        )
-
     dense_stats = summary(per_step["dense"])
-    pruned_stats = summary(per_step["pruned"])
-    update_extra_ms = statistics.median(update_ms) - statistics.median(
-        plain_ms
-    )
-    return {
-        "backend": keras.backend.backend(),
-        "model": name,
-        "jit_compile": bool(pruned.jit_compile),
-        "method": method,
-        "end_step": end_step,
-        "dense_ms": dense_stats,
-        "pruned_ms": pruned_stats,
-        "ratio": pruned_stats["median"] / dense_stats["median"],
-        "ratio_of_mins": pruned_stats["min"] / dense_stats["min"],
-        "update_step_ms": statistics.median(update_ms),
-        "plain_step_ms": statistics.median(plain_ms),
-        "update_extra_ms": update_extra_ms,
-        "update_share": (
-            update_extra_ms / args.block_steps / dense_stats["median"]
-        ),
-        "blocks": args.repeats,
-        "block_steps": args.block_steps,
-        "load_1min": [load_before, os.getloadavg()[0]],
-    }
+    results = []
+    step_x, step_y = cycled_batches(x, y, 1)
+    for setting in args.settings:
+        pruned = models[setting]
+        for iteration in (0, PLAIN_STEP):
+            timed_step(pruned, step_x, step_y, iteration)
+        update_ms, plain_ms = [], []
+        for _ in range(args.update_repeats):
+            update_ms.append(1000.0 * timed_step(pruned, step_x, step_y, 0))
+            plain_ms.append(
+                1000.0 * timed_step(pruned, step_x, step_y, PLAIN_STEP)
+            )
+        pruned_stats = summary(per_step[setting])
+        update_extra_ms = statistics.median(update_ms) - statistics.median(
+            plain_ms
+        )
+        results.append(
+            {
+                "backend": keras.backend.backend(),
+                "model": name,
+                "setting": setting,
+                "jit_compile": bool(pruned.jit_compile),
+                "method": method,
+                "end_step": end_step,
+                "dense_ms": dense_stats,
+                "pruned_ms": pruned_stats,
+                "ratio": pruned_stats["median"] / dense_stats["median"],
+                "ratio_of_mins": pruned_stats["min"] / dense_stats["min"],
+                "update_step_ms": statistics.median(update_ms),
+                "plain_step_ms": statistics.median(plain_ms),
+                "update_extra_ms": update_extra_ms,
+                "update_share": (
+                    update_extra_ms / args.block_steps / dense_stats["median"]
+                ),
+                "blocks": args.repeats,
+                "block_steps": args.block_steps,
+                "load_1min": [load_before, os.getloadavg()[0]],
+            }
+        )
+    return results
 
 
 def run_backend(args):
@@ -286,9 +308,9 @@ def run_backend(args):
     )
     x, y = load_mnist(args.data_dir)
     for name in args.models:
-        result = measure_model(name, x, y, args)
-        result["versions"] = versions
-        print_result(result)
+        for result in measure_model(name, x, y, args):
+            result["versions"] = versions
+            print_result(result)
 
 
 def spawn_backend(backend, args):
@@ -303,6 +325,7 @@ def spawn_backend(backend, args):
         "--warmup-steps", str(args.warmup_steps),
         "--update-repeats", str(args.update_repeats),
         "--method", args.method,
+        "--settings", *args.settings,
         "--child",
     ]
     return run_child(command, backend)
@@ -314,7 +337,7 @@ def _range(stats):
 
 def print_table(results, revision):
     header = (
-        f"{'backend':<11}{'model':<6}{'jit':<6}{'method':<15}"
+        f"{'backend':<11}{'model':<6}{'setting':<10}{'jit':<6}{'method':<15}"
         f"{'dense ms/step':>22}{'pruned ms/step':>22}{'ratio':>8}"
         f"{'(mins)':>8}"
         f"{'update +ms':>12}{'of ratio':>10}"
@@ -331,7 +354,8 @@ def print_table(results, revision):
     print("-" * len(header))
     for r in results:
         print(
-            f"{r['backend']:<11}{r['model']:<6}{str(r['jit_compile']):<6}"
+            f"{r['backend']:<11}{r['model']:<6}{r['setting']:<10}"
+            f"{str(r['jit_compile']):<6}"
             f"{r['method']:<15}"
             f"{_range(r['dense_ms']):>22}{_range(r['pruned_ms']):>22}"
             f"{r['ratio']:>8.3f}{r['ratio_of_mins']:>8.3f}"
@@ -356,15 +380,17 @@ def markdown(results, revision):
         f"{machine()}, commit {revision}; "
         f"{versions})",
         "",
-        "| backend | model | jit | method | dense ms/step (min/med/max) "
+        "| backend | model | setting | jit | method "
+        "| dense ms/step (min/med/max) "
         "| pruned ms/step (min/med/max) | ratio of medians "
         "| ratio of mins "
         "| mask-update step, extra ms | updates' share of ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['backend']} | {r['model']} | {r['jit_compile']} "
+            f"| {r['backend']} | {r['model']} | {r['setting']} "
+            f"| {r['jit_compile']} "
             f"| {r['method']} "
             f"| {_range(r['dense_ms'])} | {_range(r['pruned_ms'])} "
             f"| {r['ratio']:.3f} | {r['ratio_of_mins']:.3f} "
@@ -402,6 +428,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument(
+        "--settings", nargs="+", choices=tuple(SETTINGS), default=None,
+        help="Pruning settings timed against the dense model: uniform "
+        "magnitude (TFMOT's), global or ERK allocation, saliency "
+        "criterion. Default: all, or uniform and global with --quick.",
+    )
+    parser.add_argument(
         "--update-repeats", type=int, default=None,
         help="Single update/plain step pairs timed to cost a mask update "
         "(default 21, or 3 with --quick).",
@@ -426,6 +458,8 @@ def parse_args(argv=None):
         args.update_repeats = 3 if args.quick else 21
     if args.backend is None:
         args.backend = ["jax"] if args.quick else list(BACKENDS)
+    if args.settings is None:
+        args.settings = ["uniform", "global"] if args.quick else list(SETTINGS)
     if args.block_steps < 1 or args.repeats < 1 or args.update_repeats < 1:
         parser.error("--block-steps, --repeats and --update-repeats must "
                      "be >= 1")
