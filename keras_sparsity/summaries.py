@@ -33,6 +33,8 @@ class PruningSummaries(keras.callbacks.Callback):
       `wrapper.pruning_schedule(step)[1]`. The masks in force were set by
       the updates before it (the first update sees step 0), so while the
       schedule is still rising the realised sparsity trails this value;
+    * `<wrapper>/<weight>/target_sparsity`: the weight's own target at that
+      step, when an `allocation` or `overrides` gave it one;
     * `global_sparsity`: the fraction of zeros over all pruned weights.
 
     They are written at the end of every epoch, or of every batch, or
@@ -206,11 +208,17 @@ def pruning_scalars(model, step):
         scalars[f"{wrapper.name}/target_sparsity"] = float(
             ops.convert_to_numpy(target)
         )
-        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+        for index, (weight, mask) in enumerate(
+            zip(wrapper.pruned_weights, wrapper.masks)
+        ):
+            tag = f"{wrapper.name}/{weight.name}"
+            if wrapper.kernel_targets is not None:
+                scalars[f"{tag}/target_sparsity"] = float(
+                    ops.convert_to_numpy(wrapper.kernel_sparsity(index, target))
+                )
             kept = ops.convert_to_numpy(mask) > 0
             magnitudes = np.abs(ops.convert_to_numpy(weight)[kept])
             zeros = kept.size - int(np.count_nonzero(kept))
-            tag = f"{wrapper.name}/{weight.name}"
             scalars[f"{tag}/sparsity"] = zeros / kept.size
             scalars[f"{tag}/threshold"] = (
                 float(magnitudes.min()) if magnitudes.size else 0.0

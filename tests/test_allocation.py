@@ -523,3 +523,23 @@ def test_a_failed_allocation_in_place_gives_the_model_back_unpruned():
     assert all(v.constraint is None for v in model.weights)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+def test_summaries_log_each_kernels_own_target():
+    schedule = sparsity.PolynomialDecay(0.0, 0.8, 0, 10, frequency=1)
+    pruned = sparsity.prune_low_magnitude(
+        mlp(), schedule, overrides={"dense_2": 0.4}
+    )
+    fit(pruned)
+    half = float(to_numpy(schedule(keras.ops.convert_to_tensor(5))[1]))
+    scalars = sparsity.summaries.pruning_scalars(pruned, step=5)
+    own = scalars["prune_low_magnitude_dense_2/kernel/target_sparsity"]
+    assert own == pytest.approx(half * 0.4 / 0.8, rel=1e-6)
+    assert scalars["prune_low_magnitude_dense_0/target_sparsity"] == (
+        pytest.approx(half)
+    )
+    # Uniform kernels follow the schedule: no tag of their own.
+    assert "prune_low_magnitude_dense_0/kernel/target_sparsity" not in scalars
+    scalars = sparsity.summaries.pruning_scalars(pruned, step=10)
+    own = scalars["prune_low_magnitude_dense_2/kernel/target_sparsity"]
+    assert own == pytest.approx(0.4, abs=1e-7)

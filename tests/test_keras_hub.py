@@ -117,3 +117,39 @@ def test_backbone_pruned_and_stripped_in_place():
     stripped = sparsity.strip_pruning(model, inplace=True)
     assert stripped is model and not sparsity.walk.pruning_wrappers(model)
     np.testing.assert_allclose(outputs(model, batch), pruned_outputs, atol=1e-6)
+
+
+def test_backbone_with_erk_movement_and_embeddings_left_dense():
+    model = hub_models.gpt2_backbone()
+    batch = hub_models.gpt2_inputs()
+    before = outputs(model, batch)
+    pruned = sparsity.prune_low_magnitude(
+        model,
+        sparsity.ConstantSparsity(0.6, begin_step=0, frequency=1),
+        allocation="erk",
+        criterion="movement",
+        overrides={".*embedding.*": None, "transformer_layer_1/.*": 0.9},
+    )
+    paths = [
+        weight.path
+        for wrapper in sparsity.walk.pruning_wrappers(pruned)
+        for weight in wrapper.pruned_weights
+    ]
+    assert paths and not any("embedding" in p for p in paths)
+    pruned.compile("adam", "mse")
+    pruned.fit(batch, np.zeros_like(before), batch_size=2, verbose=0)
+    assert_weights_follow_masks(pruned)
+    counts = {}
+    for wrapper in sparsity.walk.pruning_wrappers(pruned):
+        for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+            counts[weight.path] = (
+                int(to_numpy(mask).sum()),
+                int(np.prod(weight.shape)),
+            )
+    for path, (kept, size) in counts.items():
+        if path.startswith("transformer_layer_1/"):
+            assert kept == sparsity.allocation.keep_count(size, 0.9), path
+    # The token embedding (64 x 32) stays dense but counts in the target.
+    total = sum(size for _, size in counts.values()) + 64 * 32
+    kept = sum(kept for kept, _ in counts.values()) + 64 * 32
+    assert kept == sparsity.allocation.keep_count(total, 0.6)
