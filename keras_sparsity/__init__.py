@@ -11,6 +11,9 @@ from keras_sparsity.criteria import Criterion
 from keras_sparsity.criteria import Magnitude
 from keras_sparsity.criteria import Movement
 from keras_sparsity.criteria import Saliency
+from keras_sparsity.dst import SET
+from keras_sparsity.dst import RigL
+from keras_sparsity.dst import StaticSparse
 from keras_sparsity.engine import SparsityOptimizer
 from keras_sparsity.litert import describe_litert
 from keras_sparsity.litert import export_litert
@@ -40,8 +43,11 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "RigL",
+    "SET",
     "Saliency",
     "SparsityOptimizer",
+    "StaticSparse",
     "UpdatePruningStep",
     "describe_litert",
     "export_litert",

@@ -104,3 +104,29 @@ def is_plain_graph(model):
     import keras
 
     return type(model) in (keras.Sequential, Functional)
+
+
+def optimizer_slots(optimizer, variable):
+    """The optimizer's per-variable state for `variable` (Adam's moments,
+    SGD's momentum, ...): every list attribute of the optimizer that holds
+    one entry per trainable variable, read at `variable`'s index
+    (`_get_variable_index`), where the entry has its shape."""
+    import keras
+
+    try:
+        index = optimizer._get_variable_index(variable)
+    except (AttributeError, KeyError):
+        return []
+    count = len(optimizer._trainable_variables)
+    slots = []
+    for value in vars(optimizer).values():
+        if not isinstance(value, (list, tuple)) or len(value) != count:
+            continue
+        slot = value[index]
+        if (
+            isinstance(slot, keras.Variable)
+            and slot is not variable
+            and tuple(slot.shape) == tuple(variable.shape)
+        ):
+            slots.append(slot)
+    return slots

@@ -39,8 +39,10 @@ import keras
 from keras import ops
 
 from keras_sparsity import _backend
+from keras_sparsity import _compat
 from keras_sparsity import allocation
 from keras_sparsity import criteria
+from keras_sparsity import dst
 from keras_sparsity import masks as mask_math
 
 _ACTIVE = []  # SparsityOptimizers whose `apply` is running (trace time)
@@ -118,7 +120,11 @@ class _Entry:
         self.kernel = wrapper.pruned_weights[index]
         self.mask = wrapper.masks[index]
         self.criterion = wrapper.criterion
+        self.regrowth = wrapper.regrowth
         self.state = None
+        self.grad = None  # this step's gradient, for RigL (trace time)
+        self.slots = []  # the inner optimizer's state of the kernel
+        self.counts = None  # (dropped, grown) at the last DST update
 
 
 class _Group:
@@ -136,10 +142,15 @@ class _Group:
         # Magnitude ranks the masked kernels themselves (TFMOT's masks, bit
         # for bit); other criteria rank scores.
         self.scored = not isinstance(self.criterion, criteria.Magnitude)
+        self.regrowth = first.regrowth
 
-    def new_masks(self, masked, old, sparsity):
+    def new_masks(self, masked, old, sparsity, step):
         """New masks for the masked kernels `masked` (old masks `old`) when
         the group's schedule is at `sparsity`."""
+        first = self.entries[0]
+        sparsity = first.wrapper.kernel_sparsity(first.index, sparsity)
+        if self.regrowth is not None:
+            return [self._regrown(masked[0], old[0], sparsity, step)]
         scores = masked
         if self.scored:
             scores = criteria.ranked_scores(
@@ -148,21 +159,99 @@ class _Group:
                 masked,
                 old,
             )
-        first = self.entries[0]
-        sparsity = first.wrapper.kernel_sparsity(first.index, sparsity)
         if self.is_global:
-            return mask_math.global_masks(
-                scores,
+            views = [
+                e.wrapper.to_canonical(e.index, score)
+                for e, score in zip(self.entries, scores)
+            ]
+            found = mask_math.global_masks(
+                views,
                 sparsity,
                 block_size=first.wrapper.block_size,
                 pooling=first.wrapper.block_pooling_type,
                 scored=self.scored,
             )
+            return [
+                e.wrapper.from_canonical(e.index, mask)
+                for e, mask in zip(self.entries, found)
+            ]
         return [
             first.wrapper.new_mask(
                 first.index, scores[0], sparsity, scored=self.scored
             )
         ]
+
+    def _regrown(self, masked, old, sparsity, step):
+        """A dynamic sparse training update of the group's one kernel, on
+        its weights or, with blocks, on its blocks."""
+        entry = self.entries[0]
+        wrapper, index = entry.wrapper, entry.index
+        units = {"old": old, "magnitude": ops.abs(masked)}
+        if entry.regrowth.grows_by_gradient:
+            units["gradient"] = ops.abs(entry.grad)
+        blocks = wrapper.block_size != (1, 1)
+        if blocks:
+            pooling = {"old": "MAX"}
+            units = {
+                name: mask_math._block_scores(
+                    wrapper.to_canonical(index, value),
+                    wrapper.block_size,
+                    pooling.get(name, "AVG"),
+                    True,
+                )
+                for name, value in units.items()
+            }
+        new = dst.new_mask(
+            entry.regrowth,
+            units,
+            sparsity,
+            step,
+            wrapper.pruning_schedule.begin_step,
+            dst.kernel_salt(entry.kernel),
+        )
+        if blocks:
+            canonical = wrapper.to_canonical(index, old)
+            new = wrapper.from_canonical(
+                index,
+                mask_math._expand_blocks(
+                    new, canonical.shape, wrapper.block_size
+                ),
+            )
+        return new
+
+    def due(self, should_prune, step):
+        """Whether the group's masks are recomputed at `step`."""
+        if self.regrowth is None:
+            return should_prune
+        first = self.entries[0]
+        updates = self.regrowth.updates_at(
+            step, first.wrapper.pruning_schedule.begin_step
+        )
+        if isinstance(should_prune, bool) and isinstance(updates, bool):
+            return should_prune or updates
+        return ops.logical_or(should_prune, updates)
+
+    def after_update(self):
+        """`(variables, compute)` for state that changes with the masks:
+        `compute(old_masks, new_masks)` gives the variables' new values (the
+        inner optimizer's slots reset where weights grew, and the counts of
+        dropped and grown weights); None when there is none."""
+        if self.regrowth is None:
+            return None
+        entry = self.entries[0]
+        variables = list(entry.slots) + list(entry.counts)
+
+        def compute(olds, news):
+            old, new = olds[0], news[0]
+            grown = new * (1.0 - old)
+            values = [
+                slot.value * ops.cast(1.0 - grown, slot.dtype)
+                for slot in entry.slots
+            ]
+            dropped = ops.cast(ops.sum(old * (1.0 - new)), "int32")
+            return values + [dropped, ops.cast(ops.sum(grown), "int32")]
+
+        return variables, compute
 
 
 def _group_entries(entries):
@@ -234,6 +323,7 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         self._entries = []
         self._groups = []
         self._scoring = []
+        self._regrowing = []
         self._schedules = []
         self._seen_pruned = set()
 
@@ -281,8 +371,25 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
                     name=f"score_{i}",
                     layout=getattr(entry.kernel, "_layout", None),
                 )
+        for i, entry in enumerate(entries):
+            if entry.regrowth is None:
+                continue
+            entry.slots = _compat.optimizer_slots(
+                self.inner_optimizer, entry.kernel
+            )
+            entry.counts = [
+                self.add_variable(
+                    shape=(),
+                    dtype="int32",
+                    initializer="zeros",
+                    aggregation="only_first_replica",
+                    name=f"{kind}_{i}",
+                )
+                for kind in ("dropped", "grown")
+            ]
         self._groups = _group_entries(entries)
         self._scoring = [e for e in entries if e.state is not None]
+        self._regrowing = [e for e in entries if e.regrowth is not None]
         super().build(var_list)
         _warn_if_past_schedules(self)
 
@@ -310,6 +417,15 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         """`(kernel, mask)` pairs this optimizer prunes, in build order."""
         return [(entry.kernel, entry.mask) for entry in self._entries]
 
+    @property
+    def regrowth_counts(self):
+        """`(kernel, dropped, grown)` per kernel under dynamic sparse
+        training: the weights its last update dropped and grew (int32
+        variables)."""
+        return [
+            (entry.kernel, *entry.counts) for entry in self._regrowing
+        ]
+
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             self.build(trainable_variables)
@@ -323,9 +439,11 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
                 inner_variables.append(variable)
         # Read before the inner update increments it (torch aliases).
         step = _backend.snapshot(self.inner_optimizer.iterations)
+        by_id = dict(zip(map(id, trainable_variables), grads))
         if self._scoring:
-            by_id = dict(zip(map(id, trainable_variables), grads))
             self._update_scores(lambda v: by_id.get(id(v)))
+        for entry in self._regrowing:
+            entry.grad = by_id.get(id(entry.kernel))
         with _engine_active(self):
             if inner_grads:
                 self.inner_optimizer.apply(inner_grads, inner_variables)
@@ -354,6 +472,8 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         inner_mapping = list(zip(self.inner_optimizer.variables, inner_state))
         with keras.StatelessScope(state_mapping=inner_mapping):
             step = ops.convert_to_tensor(self.iterations)
+        for entry in self._regrowing:
+            entry.grad = grads.get(id(entry.kernel))
         if self._scoring:  # on the weights before the inner update
             mapping = [
                 (v, values[id(v)]) for v in self._trainable_variables
@@ -369,15 +489,21 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             )
             for variable, value in zip(self._inner.variables, updated):
                 values[id(variable)] = value
-            mapping = [
-                (v, values[id(v)]) for v in self._trainable_variables
-            ] + list(zip(self._variables, own))
+            # The inner optimizer's state too: dynamic sparse training
+            # resets its slots where weights grow.
+            mapping = (
+                [(v, values[id(v)]) for v in self._trainable_variables]
+                + list(zip(self._variables, own))
+                + list(zip(self.inner_optimizer.variables, inner_state))
+            )
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 self._update_masks(step)
         return (
             [scope.get_current_value(v) for v in self._trainable_variables],
-            [scope.get_current_value(v) for v in self._variables]
-            + list(inner_state),
+            [
+                scope.get_current_value(v)
+                for v in self._variables + self.inner_optimizer.variables
+            ],
         )
 
     def _update_scores(self, grad_of):
@@ -400,10 +526,11 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             should_prune, sparsity = due[group.schedule_index]
             _backend.update_masks(
                 group.entries,
-                should_prune,
+                group.due(should_prune, step),
                 lambda masked, old, g=group, s=sparsity: g.new_masks(
-                    masked, old, s
+                    masked, old, s, step
                 ),
+                group.after_update(),
             )
 
     def finalize_variable_values(self, var_list):

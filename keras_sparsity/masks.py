@@ -354,6 +354,18 @@ def score_mask(scores, sparsity):
     return _ranked_mask(scores, sparsity, _score_keys)
 
 
+def top_k_scores(scores, k):
+    """A float32 0/1 mask at the `k` highest of flat `scores`, ranked as in
+    `score_mask` (negative scores excluded, ties to the lowest index).
+
+    Args:
+        scores: Flat float tensor.
+        k: Int scalar (Python or tensor) in `[0, size]`.
+    """
+    keep = _top_k_flags(scores, ops.cast(k, "int32"), _score_keys)
+    return ops.cast(keep, "float32")
+
+
 def _ranked_mask(values, sparsity, to_keys):
     """A mask of `values`' shape at its `keep_count` largest keys."""
     size = math.prod(values.shape)

@@ -21,6 +21,7 @@ from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
+from keras_sparsity.wrapper import check_regrowth
 from keras_sparsity.wrapper import check_pruning_params
 
 
@@ -35,6 +36,7 @@ def prune_low_magnitude(
     allocation="uniform",
     overrides=None,
     criterion="magnitude",
+    regrowth=None,
     strict=False,
     inplace=False,
     **kwargs,
@@ -95,6 +97,11 @@ def prune_low_magnitude(
         criterion: How weights are ranked: `"magnitude"` (|w|, default),
             `"saliency"` (|w * g| averaged over steps), `"movement"`
             (-sum(w * g)), or a `keras_sparsity.Criterion`.
+        regrowth: None, or dynamic sparse training: `sparsity.SET(...)`,
+            `sparsity.RigL(...)` or `sparsity.StaticSparse(seed)`, with a
+            `ConstantSparsity` schedule: the model is sparse from
+            `begin_step` on (random masks) and its connections move (see
+            the `dst` module). Not with `allocation="global"` or N:M.
         strict: If True, a layer with kernels of an unsupported type in a
             model is an error instead of a warning.
         inplace: If True, prune the model itself (a functional subclass or
@@ -131,6 +138,18 @@ def prune_low_magnitude(
         )
     )
     params["criterion"] = criteria.get(criterion)
+    params["regrowth"] = check_regrowth(
+        regrowth,
+        params["pruning_schedule"],
+        params["block_size"],
+        params["sparsity_m_by_n"],
+    )
+    if params["regrowth"] is not None and allocation == "global":
+        raise ValueError(
+            "Argument `regrowth` moves weights within each kernel, at the "
+            "kernel's own sparsity: use allocation='uniform' or 'erk'. "
+            f"Received: allocation={allocation!r}"
+        )
     overrides = alloc.check_allocation(allocation, overrides)
     if params["sparsity_m_by_n"] is not None and allocation != "uniform":
         raise ValueError(
@@ -215,7 +234,8 @@ def _check_model_arguments(model, inplace, kwargs):
             "`prune_low_magnitude` got unexpected keyword arguments for a "
             f"model: {sorted(kwargs)}. Accepted: pruning_schedule, "
             "block_size, block_pooling_type, pruning_policy, "
-            "sparsity_m_by_n, allocation, overrides, criterion, strict, "
+            "sparsity_m_by_n, allocation, overrides, criterion, regrowth, "
+            "strict, "
             f"inplace. Received: {kwargs!r}"
         )
     if pruning_wrappers(model):

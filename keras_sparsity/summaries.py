@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sparsity.engine import SparsityOptimizer
 from keras_sparsity.walk import pruning_wrappers
 
 UPDATE_FREQS = ("epoch", "batch")
@@ -35,7 +36,9 @@ class PruningSummaries(keras.callbacks.Callback):
       schedule is still rising the realised sparsity trails this value;
     * `<wrapper>/<weight>/target_sparsity`: the weight's own target at that
       step, when an `allocation` or `overrides` gave it one;
-    * `global_sparsity`: the fraction of zeros over all pruned weights.
+    * `global_sparsity`: the fraction of zeros over all pruned weights;
+    * `<wrapper>/<weight>/dropped` and `.../grown`: under dynamic sparse
+      training (`regrowth=`), the weights the last update dropped and grew.
 
     They are written at the end of every epoch, or of every batch, or
     whenever the step crosses a multiple of `update_freq`, and always when
@@ -227,6 +230,29 @@ def pruning_scalars(model, step):
             num_weights += kept.size
     if num_weights:
         scalars["global_sparsity"] = num_zeros / num_weights
+    scalars.update(_regrowth_scalars(model))
+    return scalars
+
+
+def _regrowth_scalars(model):
+    """`<wrapper>/<weight>/dropped` and `.../grown` under dynamic sparse
+    training: the weights the last update moved."""
+    optimizer = getattr(model, "optimizer", None)
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, SparsityOptimizer):
+        return {}
+    names = {
+        id(weight): f"{wrapper.name}/{weight.name}"
+        for wrapper in pruning_wrappers(model)
+        for weight in wrapper.pruned_weights
+    }
+    scalars = {}
+    for kernel, dropped, grown in optimizer.regrowth_counts:
+        tag = names.get(id(kernel))
+        if tag is not None:
+            scalars[f"{tag}/dropped"] = float(ops.convert_to_numpy(dropped))
+            scalars[f"{tag}/grown"] = float(ops.convert_to_numpy(grown))
     return scalars
 
 

@@ -131,6 +131,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             entry per pruned weight: None, or `(final_sparsity, ranking)`
             with ranking `"local"` or `"global"`. Set by
             `prune_low_magnitude`'s `allocation` and `overrides`.
+        regrowth: None, or a `SET`, `RigL` or `StaticSparse` instance:
+            dynamic sparse training (with a `ConstantSparsity` schedule).
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
 
     Example:
@@ -151,6 +153,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_m_by_n=None,
         criterion="magnitude",
         kernel_targets=None,
+        regrowth=None,
         **kwargs,
     ):
         (
@@ -170,6 +173,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_m_by_n = sparsity_m_by_n
         self.criterion = criteria.get(criterion)
         self.kernel_targets = _check_targets(kernel_targets)
+        self.regrowth = check_regrowth(
+            regrowth, pruning_schedule, block_size, sparsity_m_by_n
+        )
         self._passes_training = (
             "training" in inspect.signature(layer.call).parameters
         )
@@ -296,11 +302,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             if scored:
                 return mask_math.score_mask(weight, sparsity)
             return mask_math.magnitude_mask(weight, sparsity)
-        pruned = self._pruned[index]
-        canonical = ops.reshape(
-            ops.transpose(weight, pruned.permutation),
-            _canonical_shape(pruned),
-        )
+        canonical = self.to_canonical(index, weight)
         if self.sparsity_m_by_n is not None:
             mask = mask_math.m_by_n_mask(
                 canonical, sparsity, self.sparsity_m_by_n, scored=scored
@@ -313,11 +315,26 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 self.block_pooling_type,
                 scored=scored,
             )
-        permuted = [weight.shape[a] for a in pruned.permutation]
+        return self.from_canonical(index, mask)
+
+    def to_canonical(self, index, tensor):
+        """A tensor shaped like pruned weight `index`, viewed as (reduction
+        axes..., flattened output axes): the layout patterns work on."""
+        pruned = self._pruned[index]
+        return ops.reshape(
+            ops.transpose(tensor, pruned.permutation),
+            _canonical_shape(pruned),
+        )
+
+    def from_canonical(self, index, tensor):
+        """The inverse of `to_canonical`."""
+        pruned = self._pruned[index]
+        shape = pruned.variable.shape
+        permuted = [shape[a] for a in pruned.permutation]
         inverse = sorted(
             range(len(permuted)), key=pruned.permutation.__getitem__
         )
-        return ops.transpose(ops.reshape(mask, permuted), inverse)
+        return ops.transpose(ops.reshape(tensor, permuted), inverse)
 
     def get_config(self):
         config = super().get_config()
@@ -332,6 +349,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "criterion": keras.saving.serialize_keras_object(
                     self.criterion
                 ),
+                "regrowth": None
+                if self.regrowth is None
+                else keras.saving.serialize_keras_object(self.regrowth),
                 "kernel_targets": None
                 if self.kernel_targets is None
                 else [
@@ -352,6 +372,30 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             config.pop("pruning_schedule"), custom_objects=custom_objects
         )
         return cls(layer, pruning_schedule=schedule, **config)
+
+
+def check_regrowth(regrowth, pruning_schedule, block_size, sparsity_m_by_n):
+    """Validates a dynamic sparse training method; returns it (or None)."""
+    from keras_sparsity import dst
+
+    if regrowth is None:
+        return None
+    if isinstance(regrowth, dict):
+        regrowth = keras.saving.deserialize_keras_object(regrowth)
+    if not isinstance(regrowth, dst.Regrowth):
+        raise TypeError(
+            "Argument `regrowth` must be None or a `keras_sparsity.SET`, "
+            f"`RigL` or `StaticSparse` instance. Received: regrowth="
+            f"{regrowth!r}"
+        )
+    regrowth.check_schedule(pruning_schedule)
+    if sparsity_m_by_n is not None:
+        raise ValueError(
+            "Argument `regrowth` cannot be combined with `sparsity_m_by_n`: "
+            "dynamic sparse training moves weights anywhere in a kernel. "
+            f"Received: sparsity_m_by_n={sparsity_m_by_n}"
+        )
+    return regrowth
 
 
 def _check_targets(kernel_targets):

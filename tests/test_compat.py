@@ -99,3 +99,23 @@ def test_attribute_layers():
     holder = Holder()
     names = {layer.name for layer in _compat.attribute_layers(holder)}
     assert "inner" in names
+
+
+def test_optimizer_slots_finds_each_optimizers_state_of_a_variable():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    expected = {
+        keras.optimizers.Adam: 2,
+        keras.optimizers.SGD: 0,
+        keras.optimizers.RMSprop: 1,
+    }
+    for cls, count in expected.items():
+        optimizer = cls()
+        optimizer.build(layer.trainable_variables)
+        slots = _compat.optimizer_slots(optimizer, layer.kernel)
+        assert len(slots) == count, cls
+        assert all(tuple(s.shape) == (4, 3) for s in slots)
+    momentum = keras.optimizers.SGD(momentum=0.9)
+    momentum.build(layer.trainable_variables)
+    assert len(_compat.optimizer_slots(momentum, layer.kernel)) == 1
+    assert _compat.optimizer_slots(momentum, keras.Variable([1.0])) == []

@@ -8,9 +8,11 @@ Each module offers the same functions:
   `begin_step`, so a run that starts past `end_step` still gets its masks.
 * `read_int(read)`: the scalar `read()` returns, as a Python int.
 * `snapshot(step)`: the step before the update, for `schedules_at`.
-* `update_masks(entries, should_prune, compute)`: when due, recomputes the
-  masks of `entries` (a group ranked together) with
-  `compute(masked_kernels, old_masks)`; writes every `kernel * mask`.
+* `update_masks(entries, should_prune, compute, after=None)`: when due,
+  recomputes the masks of `entries` (a group ranked together) with
+  `compute(masked_kernels, old_masks)`, and, given `after = (variables,
+  values_of)`, assigns `values_of(old_masks, new_masks)` to `variables`;
+  writes every `kernel * mask`.
 """
 
 import keras

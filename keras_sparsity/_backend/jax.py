@@ -8,7 +8,7 @@ from keras_sparsity._backend.traced import schedules_at
 __all__ = ["read_int", "schedules_at", "snapshot", "update_masks"]
 
 
-def update_masks(entries, should_prune, compute):
+def update_masks(entries, should_prune, compute, after=None):
     olds = [entry.mask.value for entry in entries]
     kernels = [entry.kernel for entry in entries]
 
@@ -25,6 +25,15 @@ def update_masks(entries, should_prune, compute):
     for entry, kernel, old, new in zip(entries, kernels, olds, news):
         entry.mask.assign(new)
         kernel.assign(kernel.value * ops.cast(old * new, kernel.dtype))
+    if after is not None:
+        variables, values_of = after
+        values = ops.cond(
+            should_prune,
+            lambda: values_of(olds, news),
+            lambda: [v.value for v in variables],
+        )
+        for variable, value in zip(variables, values):
+            variable.assign(value)
 
 
 def read_int(read):

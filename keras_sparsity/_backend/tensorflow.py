@@ -9,7 +9,7 @@ from keras_sparsity._backend.traced import schedules_at
 __all__ = ["read_int", "schedules_at", "snapshot", "update_masks"]
 
 
-def update_masks(entries, should_prune, compute):
+def update_masks(entries, should_prune, compute, after=None):
     kernels = [entry.kernel for entry in entries]
 
     def recompute():
@@ -19,9 +19,18 @@ def update_masks(entries, should_prune, compute):
             for kernel, old in zip(kernels, olds)
         ]
         news = compute(masked, olds)
+        # Everything that reads the old masks is made before they are
+        # assigned (a variable's `value` is read where it is used).
+        keeps = [old * new for old, new in zip(olds, news)]
+        updates = []
+        if after is not None:
+            variables, values_of = after
+            updates = list(zip(variables, values_of(olds, news)))
         for entry, new in zip(entries, news):
             entry.mask.assign(new)
-        return [old * new for old, new in zip(olds, news)]
+        for variable, value in updates:
+            variable.assign(value)
+        return keeps
 
     def unchanged():
         return [entry.mask.value for entry in entries]

@@ -28,7 +28,7 @@ def schedules_at(schedules, flags, step, cache):
     return due
 
 
-def update_masks(entries, should_prune, compute):
+def update_masks(entries, should_prune, compute, after=None):
     kernels = [entry.kernel.value for entry in entries]
     if should_prune:
         olds = [entry.mask.value for entry in entries]
@@ -38,8 +38,14 @@ def update_masks(entries, should_prune, compute):
         news = compute(masked, olds)
         # Before the assigns: torch aliases `old`.
         keeps = [old * new for old, new in zip(olds, news)]
+        updates = []
+        if after is not None:
+            variables, values_of = after
+            updates = list(zip(variables, values_of(olds, news)))
         for entry, new in zip(entries, news):
             entry.mask.assign(new)
+        for variable, value in updates:
+            variable.assign(value)
     else:
         keeps = [entry.mask.value for entry in entries]
     with torch.no_grad():
