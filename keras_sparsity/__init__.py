@@ -4,6 +4,7 @@ A drop-in successor to `tfmot.sparsity.keras`: the same names, arguments
 and defaults, on every Keras backend.
 """
 
+from keras_sparsity import oneshot
 from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.compressed import load_compressed
 from keras_sparsity.compressed import save_compressed
@@ -52,6 +53,7 @@ __all__ = [
     "describe_litert",
     "export_litert",
     "load_compressed",
+    "oneshot",
     "prune_low_magnitude",
     "prune_scope",
     "report",

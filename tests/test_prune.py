@@ -91,6 +91,7 @@ def test_public_api_is_exactly_the_expected_names():
             "RigL",
             "SET",
             "StaticSparse",
+            "oneshot",
             "PolynomialDecay",
             "PrunableLayer",
             "PruneForLatencyOnXNNPack",
