@@ -77,6 +77,12 @@ def main():
     parser.add_argument("--num-val", type=int, default=256)
     parser.add_argument("--num-calibration", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["50%", "60%", "70%", "2:4"],
+        choices=["50%", "60%", "70%", "2:4"],
+    )
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -107,6 +113,7 @@ def main():
 
     settings = [("50%", 0.5, None), ("60%", 0.6, None), ("70%", 0.7, None)]
     settings.append(("2:4", 0.5, (2, 4)))
+    settings = [s for s in settings if s[0] in args.settings]
     print(f"{'sparsity':>8} {'method':>10} {'perplexity':>10} {'seconds':>8}")
     for label, target, m_by_n in settings:
         for method in ("magnitude", "wanda", "sparsegpt"):

@@ -363,3 +363,31 @@ def test_bad_arguments_raise_before_the_model_changes(kwargs, match):
         oneshot.prune(model, inplace=True, **kwargs)
     for weight, value in zip(model.weights, before):
         np.testing.assert_array_equal(to_numpy(weight), value)
+
+
+def test_shakespeare_example_runs_tiny(tmp_path):
+    """`examples/oneshot_shakespeare.py` end to end, on a tiny text."""
+    import pathlib
+    import subprocess
+    import sys
+
+    example = (
+        pathlib.Path(__file__).parents[1] / "examples" / "oneshot_shakespeare.py"
+    )
+    text = tmp_path / "text.txt"
+    text.write_text("to be or not to be, that is the question.\n" * 40)
+    done = subprocess.run(
+        [sys.executable, str(example), "--text", str(text), "--seq-len", "16",
+         "--num-train", "64", "--num-val", "16", "--num-calibration", "16",
+         "--epochs", "1", "--settings", "2:4"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("dense perplexity") for line in lines)
+    rows = [line.split() for line in lines if line.split()[:1] in (
+        ["50%"], ["60%"], ["70%"], ["2:4"])]
+    assert len(rows) == 4  # 2:4 by 3 methods, and OWL at 70 %
+    assert all(float(row[2]) > 1.0 for row in rows)
