@@ -12,9 +12,11 @@ PolynomialDecay(0.5, 0.8, begin_step=0, end_step=<steps of 2 epochs>,
 frequency=100))`, cloned from the dense model so both start from the same
 weights. Both are compiled with the default jit settings of the backend.
 Besides TFMOT's uniform magnitude pruning, the same model is pruned with
-`allocation="global"`, `allocation="erk"` and `criterion="saliency"`
-(`--settings`), each timed against the same dense model in the same
-interleaved rounds.
+`allocation="global"`, `allocation="erk"` and `criterion="saliency"`,
+and trained sparse with SET and RigL (`ConstantSparsity(0.8)`, one
+drop-and-grow update at step 0 of each block, like the gradual schedule's
+one mask update) (`--settings`), each timed against the same dense model
+in the same interleaved rounds.
 
 Method, per backend (one process each, as Keras fixes the backend per
 process) and per model:
@@ -207,7 +209,27 @@ SETTINGS = {
     "global": {"allocation": "global"},
     "erk": {"allocation": "erk"},
     "saliency": {"criterion": "saliency"},
+    "set": {"regrowth": "SET"},
+    "rigl": {"regrowth": "RigL"},
 }
+
+
+def pruning_options(keras_sparsity, setting, schedule):
+    """`prune_low_magnitude` arguments of a setting. Dynamic sparse
+    training runs at the schedule's final sparsity from step 0, with one
+    drop-and-grow update per 100 steps (as the gradual schedule's one mask
+    update per block)."""
+    options = dict(SETTINGS[setting])
+    if "regrowth" not in options:
+        return dict(options, pruning_schedule=schedule)
+    regrowth = getattr(keras_sparsity, options.pop("regrowth"))
+    return dict(
+        options,
+        pruning_schedule=keras_sparsity.ConstantSparsity(
+            schedule.final_sparsity, begin_step=0
+        ),
+        regrowth=regrowth(update_frequency=100, end_step=10**9),
+    )
 
 
 def measure_model(name, x, y, args):
@@ -228,7 +250,7 @@ def measure_model(name, x, y, args):
     models = {"dense": dense}
     for setting in args.settings:
         models[setting] = keras_sparsity.prune_low_magnitude(
-            dense, pruning_schedule=schedule, **SETTINGS[setting]
+            dense, **pruning_options(keras_sparsity, setting, schedule)
         )
     for model in models.values():
         compile_model(model)
@@ -431,7 +453,8 @@ def parse_args(argv=None):
         "--settings", nargs="+", choices=tuple(SETTINGS), default=None,
         help="Pruning settings timed against the dense model: uniform "
         "magnitude (TFMOT's), global or ERK allocation, saliency "
-        "criterion. Default: all, or uniform and global with --quick.",
+        "criterion, SET or RigL dynamic sparse training. Default: all, or "
+        "uniform and global with --quick.",
     )
     parser.add_argument(
         "--update-repeats", type=int, default=None,

@@ -236,10 +236,25 @@ def new_mask(regrowth, units, sparsity, step, begin_step, salt):
     shape = old.shape
     size = math.prod(shape)
     flat_old = ops.reshape(old, (-1,))
-    random = uniform(regrowth.seed, step, salt, size)
     kept = mask_math.keep_count(size, sparsity)
-    fresh = ops.equal(ops.min(flat_old), 1.0)
-    initial = mask_math.top_k_scores(random, kept)
+
+    def initial():
+        random = uniform(regrowth.seed, step, salt, size)
+        return mask_math.top_k_scores(random, kept)
+
+    def moved():
+        return _moved(regrowth, units, flat_old, kept, step, begin_step, salt)
+
+    # Two branches, so that each step computes one of them (and a step that
+    # updates nothing, neither: the caller's `cond` skips this function).
+    new = ops.cond(ops.equal(ops.min(flat_old), 1.0), initial, moved)
+    return ops.reshape(new, shape)
+
+
+def _moved(regrowth, units, flat_old, kept, step, begin_step, salt):
+    """`flat_old` with its `d` weakest active units dropped and `d`
+    inactive ones grown."""
+    size = flat_old.shape[0]
     active = ops.greater(flat_old, 0.0)
     fraction = regrowth.drop_fraction_at(step, begin_step)
     due = regrowth.updates_at(step, begin_step)
@@ -258,12 +273,14 @@ def new_mask(regrowth, units, sparsity, step, begin_step, salt):
     gradient = units.get("gradient")
     if gradient is not None:
         gradient = ops.reshape(gradient, (-1,))
+    random = None
+    if not regrowth.grows_by_gradient:
+        random = uniform(regrowth.seed, step, salt, size)
     grown = mask_math.top_k_scores(
         ops.where(active, -1.0, regrowth.grow_scores(gradient, random)),
         dropped,
     )
-    updated = ops.maximum(survivors, grown)
-    return ops.reshape(ops.where(fresh, initial, updated), shape)
+    return ops.maximum(survivors, grown)
 
 
 def kernel_salt(variable):
