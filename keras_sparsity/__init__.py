@@ -5,6 +5,7 @@ and defaults, on every Keras backend.
 """
 
 from keras_sparsity import oneshot
+from keras_sparsity import structural
 from keras_sparsity.callbacks import UpdatePruningStep
 from keras_sparsity.compressed import load_compressed
 from keras_sparsity.compressed import save_compressed
@@ -28,6 +29,7 @@ from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
 from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.strip import strip_pruning
+from keras_sparsity.structural import shrink
 from keras_sparsity.summaries import PruningSummaries
 from keras_sparsity.walk import unpruned_layers
 from keras_sparsity.wrapper import PruneLowMagnitude
@@ -58,6 +60,8 @@ __all__ = [
     "prune_scope",
     "report",
     "save_compressed",
+    "shrink",
     "strip_pruning",
+    "structural",
     "unpruned_layers",
 ]

@@ -130,3 +130,29 @@ def optimizer_slots(optimizer, variable):
         ):
             slots.append(slot)
     return slots
+
+
+def graph_calls(model):
+    """The graph of a Sequential or functional model, as
+    `(inputs, outputs, calls)`: its symbolic input and output tensors and
+    each call of an operation, in execution order, as
+    `(operation, input_tensors, output_tensors)` (`Sequential._functional`,
+    `Function._nodes_by_depth`, `Node.input_tensors`, `Node.outputs`).
+    Calls of `InputLayer`s are left out. None for a model without a graph
+    (a subclassed model, or a Sequential that was never built)."""
+    import keras
+
+    graph = model
+    if isinstance(model, keras.Sequential):
+        graph = model._functional
+    if not isinstance(graph, Functional):
+        return None
+    calls = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if isinstance(node.operation, keras.layers.InputLayer):
+                continue
+            calls.append(
+                (node.operation, list(node.input_tensors), list(node.outputs))
+            )
+    return list(graph.inputs), list(graph.outputs), calls

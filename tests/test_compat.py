@@ -119,3 +119,19 @@ def test_optimizer_slots_finds_each_optimizers_state_of_a_variable():
     momentum.build(layer.trainable_variables)
     assert len(_compat.optimizer_slots(momentum, layer.kernel)) == 1
     assert _compat.optimizer_slots(momentum, keras.Variable([1.0])) == []
+
+
+def test_graph_calls_lists_each_call_in_order_with_its_tensors():
+    inputs = keras.Input((3,))
+    a = L.Dense(4, name="a")(inputs)
+    b = L.Dense(4, name="b")(inputs)
+    model = keras.Model(inputs, L.Add(name="sum")([a, b]))
+    found_inputs, outputs, calls = _compat.graph_calls(model)
+    names = [operation.name for operation, _, _ in calls]
+    assert sorted(names[:2]) == ["a", "b"] and names[2] == "sum"
+    assert calls[2][1] == [a, b] and calls[2][2] == list(outputs)
+    assert found_inputs == [inputs]
+    chain = keras.Sequential([keras.Input((3,)), L.Dense(2, name="only")])
+    _, _, calls = _compat.graph_calls(chain)
+    assert [operation.name for operation, _, _ in calls] == ["only"]
+    assert _compat.graph_calls(keras.Sequential([L.Dense(2)])) is None

@@ -92,6 +92,8 @@ def test_public_api_is_exactly_the_expected_names():
             "SET",
             "StaticSparse",
             "oneshot",
+            "shrink",
+            "structural",
             "PolynomialDecay",
             "PrunableLayer",
             "PruneForLatencyOnXNNPack",

@@ -1,0 +1,7 @@
+"""Structural pruning: removing whole channels, units and filters."""
+
+from keras_sparsity.structural.plan import ChannelGroup
+from keras_sparsity.structural.plan import ShrinkPlan
+from keras_sparsity.structural.shrink import shrink
+
+__all__ = ["ChannelGroup", "ShrinkPlan", "shrink"]
