@@ -21,6 +21,13 @@ both libraries), the wall time of the pruning phase and the sizes of the
 stripped model. Epochs are run as one `fit` call each over a NumPy
 permutation of the data drawn from the seed, so both libraries see the
 batches in the same order. The results are written as JSON.
+
+For `benchmarks/bench_allocation.py` (defaults leave the recipe above
+unchanged): `--models mlp300` (LeNet-300-100), `--initial-sparsity`,
+`--ramp-steps` (the schedule ends at that batch instead of after
+`--ramp-epochs`), `--frequency`, and `--dense-weights-dir` (start from
+`<dir>/<model>.npz`, `np.savez(path, *model.get_weights())`, instead of
+training the dense model).
 """
 
 import argparse
@@ -39,13 +46,35 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "examples"))
 from datasets import load_mnist  # noqa: E402
-from mnist_cnn import BUILDERS  # noqa: E402
+from mnist_cnn import BUILDERS as EXAMPLE_BUILDERS  # noqa: E402
 from mnist_cnn import accuracy  # noqa: E402
 from mnist_cnn import compile_model  # noqa: E402
 
 LIBRARIES = ("keras_sparsity", "tfmot")
 BATCH_SIZE = 128
 INITIAL_SPARSITY = 0.5
+
+
+def build_mlp_300_100(keras_module):
+    """LeNet-300-100 (266,610 parameters), built with `keras_module`.
+
+    Input(28, 28) -> Flatten -> Dense(300, relu) -> Dense(100, relu) ->
+    Dense(10) logits: kernels 784x300, 300x100, 100x10.
+    """
+    layers = keras_module.layers
+    return keras_module.Sequential(
+        [
+            keras_module.Input((28, 28)),
+            layers.Flatten(),
+            layers.Dense(300, activation="relu"),
+            layers.Dense(100, activation="relu"),
+            layers.Dense(10),
+        ],
+        name="mnist_mlp_300_100",
+    )
+
+
+BUILDERS = dict(EXAMPLE_BUILDERS, mlp300=build_mlp_300_100)
 
 
 def parse_args(argv=None):
@@ -88,6 +117,24 @@ def parse_args(argv=None):
     parser.add_argument("--num-test", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", required=True)
+    parser.add_argument(
+        "--initial-sparsity", type=float, default=INITIAL_SPARSITY,
+        help="the schedule's initial sparsity (the tutorial's 0.5)",
+    )
+    parser.add_argument(
+        "--ramp-steps", type=int, default=None,
+        help="batches until the schedule ends (default: --ramp-epochs "
+        "epochs' worth)",
+    )
+    parser.add_argument(
+        "--frequency", type=int, default=100,
+        help="steps between mask updates (the default 100)",
+    )
+    parser.add_argument(
+        "--dense-weights-dir", default=None,
+        help="start from <dir>/<model>.npz (get_weights() order) instead "
+        "of training the dense model",
+    )
     return parser.parse_args(argv)
 
 
@@ -281,14 +328,15 @@ def sizes(keras, build, weights, directory, name, library, stripped=None):
     return result
 
 
-def end_step(library, steps_per_epoch, ramp_epochs):
-    """The schedule step of the last batch of the ramp's last epoch.
+def end_step(library, steps_per_epoch, ramp_epochs, ramp_steps=None):
+    """The schedule step of the last batch of the ramp's last epoch (or of
+    batch `ramp_steps`, counted from 1, when given).
 
     TFMOT counts a wrapper's training calls from 1, so the tutorial's
     `end_step = steps of 2 epochs` is its last batch; keras_sparsity counts
     optimizer steps from 0, so the same batch is one less.
     """
-    steps = ramp_epochs * steps_per_epoch
+    steps = ramp_steps or ramp_epochs * steps_per_epoch
     return steps if library == "tfmot" else steps - 1
 
 
@@ -297,10 +345,13 @@ def prune_run(keras, sparsity, build, dense_weights, data, target, epochs,
     (x_train, y_train), (x_test, y_test) = data
     steps_per_epoch = math.ceil(len(x_train) / BATCH_SIZE)
     schedule = sparsity.PolynomialDecay(
-        initial_sparsity=INITIAL_SPARSITY,
+        initial_sparsity=args.initial_sparsity,
         final_sparsity=target,
         begin_step=0,
-        end_step=end_step(args.library, steps_per_epoch, args.ramp_epochs),
+        end_step=end_step(
+            args.library, steps_per_epoch, args.ramp_epochs, args.ramp_steps
+        ),
+        frequency=args.frequency,
     )
     model = build(keras)
     model.set_weights(dense_weights)
@@ -333,17 +384,26 @@ def run_model(keras, sparsity, model_name, data, args, directory):
     (x_train, y_train), (x_test, y_test) = data
     build = BUILDERS[model_name]
     model = build(keras)
-    model.set_weights(initial_weights(model, args.seed))
-    compile_model(keras, model)
-    timer = step_timer(keras)(len(x_train) // BATCH_SIZE)
-    orders = epoch_orders(len(x_train), args.dense_epochs, args.seed + 1)
-    wall = train(model, x_train, y_train, orders, [timer])
+    if args.dense_weights_dir:
+        with np.load(
+            os.path.join(args.dense_weights_dir, f"{model_name}.npz")
+        ) as stored:
+            model.set_weights(
+                [stored[f"arr_{i}"] for i in range(len(stored.files))]
+            )
+        timer, wall = None, 0.0
+    else:
+        model.set_weights(initial_weights(model, args.seed))
+        compile_model(keras, model)
+        timer = step_timer(keras)(len(x_train) // BATCH_SIZE)
+        orders = epoch_orders(len(x_train), args.dense_epochs, args.seed + 1)
+        wall = train(model, x_train, y_train, orders, [timer])
     dense_weights = model.get_weights()
     result = {
         "model": model_name,
         "dense": {
             "accuracy": accuracy(model, x_test, y_test),
-            "step_ms": summary_ms(timer.seconds),
+            "step_ms": summary_ms(timer.seconds) if timer else None,
             "wall_s": wall,
             "sizes": sizes(
                 keras, build, dense_weights, directory,
