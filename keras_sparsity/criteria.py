@@ -20,8 +20,10 @@ every weight still kept, whatever its score.
 import keras
 from keras import ops
 
+from keras_sparsity.configurable import Configurable
 
-class Criterion:
+
+class Criterion(Configurable):
     """Base class of pruning criteria: subclass it for a criterion of yours.
 
     A criterion may keep a state per kernel (a float32 tensor of the
@@ -70,25 +72,6 @@ class Criterion:
         raise NotImplementedError(
             f"{type(self).__name__} must implement `score(state, weight)`."
         )
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash((type(self), tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")

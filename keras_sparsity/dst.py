@@ -30,10 +30,12 @@ import zlib
 import keras
 from keras import ops
 
+from keras_sparsity.configurable import Configurable
+
 from keras_sparsity import masks as mask_math
 
 
-class Regrowth:
+class Regrowth(Configurable):
     """Base class of dynamic sparse training methods (`SET`, `RigL`).
 
     Args:
@@ -132,22 +134,6 @@ class Regrowth:
             "end_step": self.end_step,
             "seed": self.seed,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash((type(self), tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")

@@ -13,6 +13,8 @@ import numbers
 import keras
 from keras import ops
 
+from keras_sparsity.configurable import Configurable
+
 
 def _check_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -59,7 +61,7 @@ def _check_steps(begin_step, end_step, frequency):
         )
 
 
-class PruningSchedule(abc.ABC):
+class PruningSchedule(Configurable, abc.ABC):
     """Decides at which optimizer steps masks are updated, and to what sparsity.
 
     Subclasses implement `__call__(step)`, returning a boolean scalar tensor
@@ -95,10 +97,6 @@ class PruningSchedule(abc.ABC):
     def get_config(self):
         """Returns the constructor arguments as a flat dict."""
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     @staticmethod
     def _should_prune_in_step(step, begin_step, end_step, frequency):
         """True on `begin_step + i * frequency` and on `end_step` itself.
@@ -114,18 +112,6 @@ class PruningSchedule(abc.ABC):
         in_range = ops.logical_and(started, ops.less_equal(step, end_step))
         at_end = ops.equal(step, end_step)
         return ops.logical_and(in_range, ops.logical_or(on_frequency, at_end))
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (
-            self.get_config() == other.get_config()
-        )
-
-    def __hash__(self):
-        return hash((type(self), tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")
