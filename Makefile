@@ -37,15 +37,15 @@ test: $(STAMP)
 clean:
 	rm -rf $(VENV) $(TFMOT_VENV) build *.egg-info
 
-# Benchmarks: `make bench` writes benchmarks/results/<script>.md (under 30
+# Benchmarks: `make bench` writes benchmarks/results/<script>.md (about 45
 # minutes on 2 cores); `make bench-quick` is a smoke run of every script
-# (jax only, no TFMOT, under 3 minutes) into benchmarks/results/quick/.
+# (jax only, no TFMOT, under 5 minutes) into benchmarks/results/quick/.
 .PHONY: bench bench-quick
 TFMOT_VENV := .venv-tfmot
 TFMOT_STAMP := $(TFMOT_VENV)/.installed
 RESULTS := benchmarks/results
 BENCH_SCRIPTS := tfmot_recipe bench_compression overview mask_update train_overhead \
-	bench_attach bench_allocation
+	bench_attach bench_allocation bench_dst
 
 # TFMOT runs on Keras 2 (tf_keras) in a virtualenv of its own, with
 # TF_USE_LEGACY_KERAS=1 (benchmarks/tfmot_recipe.py sets it).
