@@ -22,6 +22,18 @@ Keras' own `LossScaleOptimizer` keeps its loss scale:
 * `finalize_variable_values` (the end of `fit`, where EMA weights are
   written) masks the kernels again.
 
+What is computed together: kernels are grouped (`_Group`): every kernel of
+one global ranking (`allocation="global"`: same schedule, target,
+criterion and pattern) is one group whose masks come from one selection
+over all of them; every other kernel is a group of its own. Each kernel's
+sparsity is its final target scaled by the schedule's progress
+(`PruneLowMagnitude.kernel_sparsity`). A stateful criterion (saliency,
+movement) keeps one score tensor per kernel as an optimizer variable,
+updated from the gradients before the inner update; dynamic sparse
+training (`dst`) adds two counters per kernel and resets the inner
+optimizer's slots where weights grow, in the same branch that writes the
+masks.
+
 Where masks live: in the wrappers, as model variables that are *trainable*
 (so JAX's stateless step returns them) but never trained: this optimizer
 writes them, and no gradient reaches them (the forward pass does not read
@@ -282,8 +294,10 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
     automatically (whatever optimizer you pass to `compile`), and
     `UpdatePruningStep` puts it in place for models assembled from pruned
     layers. Use it yourself in custom training loops. Once per update it
-    lets `inner_optimizer` update, recomputes the masks that each layer's schedule says are due (counting
-    `inner_optimizer.iterations`), and multiplies every pruned kernel by its
+    updates the layers' criteria from the gradients (saliency, movement),
+    lets `inner_optimizer` update, recomputes the masks that each layer's
+    schedule (or dynamic sparse training method) says are due, counting
+    `inner_optimizer.iterations`, and multiplies every pruned kernel by its
     mask.
 
     Args:
