@@ -391,3 +391,32 @@ def test_shakespeare_example_runs_tiny(tmp_path):
         ["50%"], ["60%"], ["70%"], ["2:4"])]
     assert len(rows) == 4  # 2:4 by 3 methods, and OWL at 70 %
     assert all(float(row[2]) > 1.0 for row in rows)
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [("bert", "wanda"), ("llama", "wanda"), ("gemma", "sparsegpt")],
+)
+def test_keras_hub_backbones_are_pruned_exactly(name, method):
+    """BERT, Llama (grouped key/value heads) and Gemma from small configs:
+    every block kernel at exactly half, per output row for Wanda."""
+    build, make_inputs = hub_models.BACKBONES[name]
+    model = build()
+    batch = make_inputs()
+    before = [to_numpy(w) for w in model.weights]
+    pruned = oneshot.prune(model, [batch], method=method, sparsity=0.5)
+    assert type(pruned) is type(model)
+    kernels = [
+        w for w in pruned.weights
+        if "kernel" in w.path and "embedding" not in w.path
+    ]
+    assert len(kernels) >= 12
+    for kernel in kernels:
+        values = to_numpy(kernel)
+        assert np.count_nonzero(values) == values.size // 2, kernel.path
+    outputs = pruned(batch)
+    if isinstance(outputs, dict):
+        outputs = outputs["sequence_output"]
+    assert np.all(np.isfinite(to_numpy(outputs)))
+    for old, new in zip(before, model.weights):  # the user's model
+        np.testing.assert_array_equal(old, to_numpy(new))
