@@ -29,6 +29,8 @@ from keras_sparsity.schedules import ConstantSparsity
 from keras_sparsity.schedules import PolynomialDecay
 from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.strip import strip_pruning
+from keras_sparsity.structural import PruneChannels
+from keras_sparsity.structural import prune_channels
 from keras_sparsity.structural import shrink
 from keras_sparsity.summaries import PruningSummaries
 from keras_sparsity.walk import unpruned_layers
@@ -41,6 +43,7 @@ __all__ = [
     "Movement",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneChannels",
     "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PruningPolicy",
@@ -56,6 +59,7 @@ __all__ = [
     "export_litert",
     "load_compressed",
     "oneshot",
+    "prune_channels",
     "prune_low_magnitude",
     "prune_scope",
     "report",

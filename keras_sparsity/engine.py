@@ -57,6 +57,7 @@ from keras_sparsity import criteria
 from keras_sparsity import dst
 from keras_sparsity import masks as mask_math
 
+CHANNELS = "channels"  # the ranking of `prune_channels`' wrappers
 _ACTIVE = []  # SparsityOptimizers whose `apply` is running (trace time)
 
 
@@ -131,12 +132,13 @@ class _Entry:
         self.index = index
         self.kernel = wrapper.pruned_weights[index]
         self.mask = wrapper.masks[index]
-        self.criterion = wrapper.criterion
+        self.criterion = wrapper.weight_criterion(index)
         self.regrowth = wrapper.regrowth
         self.state = None
         self.grad = None  # this step's gradient, for RigL (trace time)
         self.slots = []  # the inner optimizer's state of the kernel
         self.counts = None  # (dropped, grown) at the last DST update
+        self.salt = None  # the DST random stream's, see `dst.kernel_salt`
 
 
 class _Group:
@@ -219,7 +221,7 @@ class _Group:
             sparsity,
             step,
             wrapper.pruning_schedule.begin_step,
-            dst.kernel_salt(entry.kernel),
+            entry.salt,
         )
         if blocks:
             canonical = wrapper.to_canonical(index, old)
@@ -266,14 +268,33 @@ class _Group:
         return variables, compute
 
 
+class _ChannelGroup(_Group):
+    """Every variable of one channel ranking (`prune_channels`): all the
+    model's channel groups, selected together by the wrappers'
+    `channel_masks`."""
+
+    def new_masks(self, masked, old, sparsity, step):
+        values = [
+            masked_value if e.state is None else e.state.value * old_mask
+            for e, masked_value, old_mask in zip(self.entries, masked, old)
+        ]
+        wrapper = self.entries[0].wrapper
+        return wrapper.channel_masks(
+            [(e.wrapper, e.index) for e in self.entries], values, sparsity
+        )
+
+
 def _group_entries(entries):
     """Entries grouped: each global ranking (same schedule, target,
-    criterion and pattern) is one group, every other kernel its own."""
+    criterion and pattern) is one group, every other kernel its own; the
+    variables of one channel ranking are one group."""
     groups = {}
     for entry in entries:
         wrapper = entry.wrapper
         key = ("local", id(entry))
-        if wrapper.ranking(entry.index) == allocation.GLOBAL:
+        if wrapper.ranking(entry.index) == CHANNELS:
+            key = (CHANNELS, entry.schedule_index, wrapper.group_key())
+        elif wrapper.ranking(entry.index) == allocation.GLOBAL:
             key = (
                 "global",
                 entry.schedule_index,
@@ -283,7 +304,10 @@ def _group_entries(entries):
                 wrapper.block_pooling_type,
             )
         groups.setdefault(key, []).append(entry)
-    return [_Group(members) for members in groups.values()]
+    return [
+        (_ChannelGroup if key[0] == CHANNELS else _Group)(members)
+        for key, members in groups.items()
+    ]
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsity")
@@ -388,6 +412,7 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
         for i, entry in enumerate(entries):
             if entry.regrowth is None:
                 continue
+            entry.salt = dst.kernel_salt(i, entry.wrapper, entry.index)
             entry.slots = _compat.optimizer_slots(
                 self.inner_optimizer, entry.kernel
             )

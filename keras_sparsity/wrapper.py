@@ -218,8 +218,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "prunable weights."
             )
         self._pruned = found
+        self._add_masks()
+        self.built = True
+
+    def _add_masks(self):
+        """One float32 mask per weight in `self._pruned`, each marked with
+        its owner, and the engine's guard on the weight."""
         self.masks = []
-        for index, pruned in enumerate(found):
+        for index, pruned in enumerate(self._pruned):
             weight = pruned.variable
             mask = self.add_weight(
                 name=f"{weight.name}_mask",
@@ -235,7 +241,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.masks.append(mask)
             if not isinstance(weight.constraint, EngineGuard):
                 weight.constraint = EngineGuard(weight.constraint)
-        self.built = True
 
     @property
     def pruned_weights(self):
@@ -280,6 +285,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # on its target exactly.
         progress = ops.cast(sparsity, "float32") / final
         return progress * target[0]
+
+    def weight_criterion(self, index):
+        """The criterion that scores pruned weight `index`."""
+        return self.criterion
 
     def ranking(self, index):
         """`"global"` if weight `index` is ranked with the other global

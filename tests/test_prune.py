@@ -94,6 +94,8 @@ def test_public_api_is_exactly_the_expected_names():
             "oneshot",
             "shrink",
             "structural",
+            "prune_channels",
+            "PruneChannels",
             "PolynomialDecay",
             "PrunableLayer",
             "PruneForLatencyOnXNNPack",
