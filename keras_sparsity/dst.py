@@ -274,9 +274,16 @@ def _moved(regrowth, units, flat_old, kept, step, begin_step, salt):
     return ops.maximum(survivors, grown)
 
 
-def kernel_salt(variable):
-    """A stable int per kernel (from its path) for the random stream."""
-    return zlib.crc32(variable.path.encode()) & 0x7FFFFFF
+def kernel_salt(ordinal, wrapper, index):
+    """A stable int per kernel for the random stream: from the kernel's
+    place among the optimizer's pruned kernels (`ordinal`), its wrapper's
+    name and its own. Not from `variable.path`, which holds the model's
+    name in a model built in code and not in the same model loaded from a
+    file (nor in a second unnamed model, `sequential_1/...`): a run resumed
+    from a `.keras` checkpoint would grow other weights."""
+    name = wrapper.pruned_weights[index].name
+    key = f"{ordinal}/{wrapper.name}/{name}"
+    return zlib.crc32(key.encode()) & 0x7FFFFFF
 
 
 def uniform(seed, step, salt, size):

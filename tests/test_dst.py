@@ -144,8 +144,7 @@ def test_every_update_matches_the_numpy_reference(method):
     kernel, bias = [to_numpy(w) for w in model.layers[1].weights]
     pruned.fit(x, y, batch_size=8, shuffle=False, verbose=0,
                callbacks=[recorder])
-    salt = dst.kernel_salt(sparsity.walk.pruning_wrappers(pruned)[0]
-                           .pruned_weights[0])
+    salt = dst.kernel_salt(0, sparsity.walk.pruning_wrappers(pruned)[0], 0)
     kept = allocation.keep_count(48, 0.75)
     old = np.ones(48, np.float32)
     updates = 0
@@ -210,8 +209,7 @@ def test_static_sparse_keeps_its_random_mask():
     pruned.fit(np.ones((40, 8)), np.ones((40, 6)), batch_size=8, verbose=0,
                callbacks=[recorder])
     first = recorder.steps[0]["mask"]
-    salt = dst.kernel_salt(
-        sparsity.walk.pruning_wrappers(pruned)[0].pruned_weights[0])
+    salt = dst.kernel_salt(0, sparsity.walk.pruning_wrappers(pruned)[0], 0)
     np.testing.assert_array_equal(
         first.ravel(), np_top(np_uniform(3, 0, salt, 48), 24))
     for seen in recorder.steps:
