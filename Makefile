@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BACKENDS := jax tensorflow torch
 HUB_PACKAGES := keras-hub==0.32.0 regex==2026.11.19 tokenizers==0.23.3
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test test-fast lint clean
 
 venv: $(STAMP)
 
@@ -26,13 +26,27 @@ demo: $(STAMP)
 
 # One process per backend: Keras picks its backend once per process.
 # Every backend runs even when one fails; the target fails at the end.
+# `-rs` prints every skip with its reason. `make test-fast` leaves out the
+# tests marked `slow` (subprocesses, example runs).
+PYTEST_ARGS ?=
 test: $(STAMP)
+	@$(MAKE) --no-print-directory _per_backend PYTEST_ARGS='$(PYTEST_ARGS)'
+
+test-fast: $(STAMP)
+	@$(MAKE) --no-print-directory _per_backend \
+		PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
+
+_per_backend:
 	@failed=""; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
-		KERAS_BACKEND=$$b $(PY) -m pytest tests --durations=10 \
-			|| failed="$$failed $$b"; \
+		KERAS_BACKEND=$$b $(PY) -m pytest tests -rs --durations=15 \
+			$(PYTEST_ARGS) || failed="$$failed $$b"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "=== failed on:$$failed"; exit 1; fi
+
+# ruff (pinned in the dev extra), configured in pyproject.toml [tool.ruff].
+lint: $(STAMP)
+	$(VENV)/bin/ruff check keras_sparsity tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) $(TFMOT_VENV) build *.egg-info

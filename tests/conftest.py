@@ -10,9 +10,67 @@ if os.environ.get("KERAS_BACKEND") == "torch":
 import keras
 import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
 from keras import ops
 
 import keras_sparsity as sparsity
+
+# Property tests: a fixed seed, a bounded number of examples, no timing
+# (the first example on a new shape compiles); no database of failures
+# carried between runs. HYPOTHESIS_PROFILE=thorough draws more.
+settings.register_profile(
+    "keras_sparsity",
+    derandomize=True,
+    max_examples=25,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough", settings.get_profile("keras_sparsity"), max_examples=500
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "keras_sparsity"))
+
+# Tests marked `backend_independent` run under this backend only.
+INDEPENDENT_BACKEND = "jax"
+# Set in CI: a `requires_data` test whose files are missing fails.
+REQUIRE_DATA = os.environ.get("KERAS_SPARSITY_REQUIRE_DATA") == "1"
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips `backend_independent` tests but under one backend, with a
+    reason that `-rs` prints."""
+    if keras.backend.backend() == INDEPENDENT_BACKEND:
+        return
+    skip = pytest.mark.skip(
+        reason="backend-independent: runs once, under "
+        f"KERAS_BACKEND={INDEPENDENT_BACKEND}"
+    )
+    for item in items:
+        if item.get_closest_marker("backend_independent"):
+            item.add_marker(skip)
+
+
+def pytest_runtest_setup(item):
+    """A `requires_data("mnist", ...)` test whose files are missing from
+    ../shared/data is skipped with a reason, or fails in CI."""
+    marker = item.get_closest_marker("requires_data")
+    if marker is None:
+        return
+    missing = [
+        path
+        for path in marker.args
+        if not os.path.exists(os.path.join(DATA, path))
+    ]
+    if not missing:
+        return
+    message = f"needs {missing} in {os.path.abspath(DATA)}"
+    if REQUIRE_DATA:
+        pytest.fail(f"KERAS_SPARSITY_REQUIRE_DATA=1: {message}")
+    pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)
