@@ -5,6 +5,9 @@ import pytest
 
 from keras_sparsity import coding
 
+# File formats and shape arithmetic: no backend code runs.
+pytestmark = pytest.mark.backend_independent
+
 
 def kernel_with(num_kept, shape=(64, 64), seed=0):
     """A float32 kernel with `num_kept` non-zeros at random positions."""

@@ -4,6 +4,9 @@ import pytest
 
 from keras_sparsity.files import replacing
 
+# File formats and shape arithmetic: no backend code runs.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_the_file_is_replaced_with_new_file_permissions(tmp_path):
     path = tmp_path / "out.bin"

@@ -4,6 +4,9 @@ import pytest
 from keras_sparsity.macs import multiply_accumulates
 from keras_sparsity.macs import weight_uses
 
+# File formats and shape arithmetic: no backend code runs.
+pytestmark = pytest.mark.backend_independent
+
 L = keras.layers
 
 
