@@ -78,11 +78,12 @@ def verdicts(model, rows):
     Example: `verdicts(model, sparsity.report(model, sizes=False).rows)`
     """
     pointwise = _xnnpack(model, rows)
+    plan = _shrink_plan(model)
     rules = {
         "litert": lambda row: _litert(row, pointwise),
         "nvidia_2_4": _nvidia,
         "cpu_sparse": _cpu,
-        "structural": _structural,
+        "structural": lambda row: _structural(row, plan),
     }
     return [
         Verdict(runtime, row.layer, row.weight, *_rule(runtime, row, rules))
@@ -244,7 +245,50 @@ def _cpu(row):
     )
 
 
-def _structural(row):
+def _shrink_plan(model):
+    """`shrink`'s plan for a Sequential or functional model (the verdict
+    then says what `shrink` would do), else None (kernel by kernel)."""
+    from keras_sparsity.structural import shrink
+
+    if not _compat.is_plain_graph(model) or _compat.graph_calls(model) is None:
+        return None
+    return shrink(model, plan_only=True)
+
+
+def _structural(row, plan):
+    if plan is None or row.weight not in ("kernel", "pointwise_kernel"):
+        return _structural_alone(row)
+    produced = [g for g in plan.groups if row.layer in g.producers]
+    read = [g for g in plan.groups if row.layer in g.consumers]
+    if not produced:  # not a kernel shrink slices (depthwise, attention)
+        return _structural_alone(row)
+    (group,) = produced
+    removed_out = group.num_channels - group.num_kept
+    removed_in = sum(g.num_channels - g.num_kept for g in read)
+    if removed_out or removed_in:
+        found = []
+        if removed_out:
+            found.append(f"{removed_out} of {group.num_channels} outputs")
+        if removed_in:
+            found.append(f"{removed_in} input channels")
+        return True, (
+            f"shrink removes {' and '.join(found)} of this kernel: a smaller "
+            "dense kernel, faster on every engine "
+            "(`shrink(model, plan_only=True)` shows the plan)"
+        )
+    if row.empty_outputs == row.num_outputs:
+        return _structural_alone(row)
+    if row.empty_outputs:
+        return False, (
+            f"{row.empty_outputs} of {row.num_outputs} outputs are all zero, "
+            "but shrink keeps them: "
+            + "; ".join(group.reasons or ("a coupled layer still uses them",))
+        )
+    return _structural_alone(row)
+
+
+def _structural_alone(row):
+    """The verdict from the kernel alone (no graph to follow)."""
     outputs, inputs = row.num_outputs, row.num_inputs
     if row.empty_outputs == outputs:
         return True, (

@@ -9,6 +9,7 @@ from conftest import to_numpy
 from conftest import toy_data
 
 import keras_sparsity as sparsity
+from keras_sparsity import runtimes
 from keras_sparsity.compressed import information_bound_bytes
 from keras_sparsity.report import density_maps
 from keras_sparsity.report import report
@@ -263,13 +264,49 @@ def test_empty_channels_are_counted():
     (row,) = result.rows
     assert (row.empty_outputs, row.num_outputs) == (2, 8)
     assert (row.empty_inputs, row.num_inputs) == (1, 4)
+    # Kernel by kernel (a model without a graph): 6 of 8 outputs times 3
+    # of 4 inputs stay, 43.75 % smaller.
+    faster, reason = runtimes._structural_alone(row)
+    assert faster
+    assert "2 of 8 outputs and 1 of 4 inputs are all zero" in reason
+    assert "43.8 % smaller" in reason
+    # Through the graph, as shrink sees it: the outputs are the model's and
+    # its inputs the model's input, so nothing can be cut.
     shrink = verdict(result, "structural", layer=row.layer)
-    assert shrink.faster
-    # 6 of 8 outputs times 3 of 4 inputs stay: 43.75 % smaller.
-    assert "2 of 8 outputs and 1 of 4 inputs are all zero" in shrink.reason
-    assert "43.8 % smaller" in shrink.reason
+    assert not shrink.faster
+    assert shrink.reason == (
+        "2 of 8 outputs are all zero, but shrink keeps them: reaches a model "
+        "output"
+    )
     scattered = report(dense_model(random_mask((16, 8), 100)), sizes=False)
     assert not verdict(scattered, "structural").faster
+
+
+def test_structural_verdict_agrees_with_the_shrink_plan():
+    """A residual pair: `a`'s zero units are cut only where `b` has them
+    zero too; `head` loses the matching input rows."""
+    inputs = keras.Input((6,))
+    a = L.Dense(8, name="a")(inputs)
+    b = L.Dense(8, name="b")(inputs)
+    x = L.Add()([a, b])
+    outputs = L.Dense(3, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    for name, zero in (("a", [1, 2, 5]), ("b", [2, 5, 7])):
+        kernel, bias = model.get_layer(name).get_weights()
+        kernel[:, zero] = 0.0
+        bias[zero] = 0.0
+        model.get_layer(name).set_weights([kernel, bias])
+    result = report(model, sizes=False)
+    plan = sparsity.shrink(model, plan_only=True)
+    (group,) = [g for g in plan.groups if "a" in g.producers]
+    assert group.removed == (2, 5)
+    for name in ("a", "b"):
+        found = verdict(result, "structural", layer=name)
+        assert found.faster
+        assert "shrink removes 2 of 8 outputs" in found.reason
+    head = verdict(result, "structural", layer="head")
+    assert head.faster and "2 input channels" in head.reason
+    assert "outputs" not in head.reason.split("shrink removes")[1][:20]
 
 
 def test_litert_verdicts_follow_tflite_blocks_and_densify():
