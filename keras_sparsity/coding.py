@@ -39,9 +39,15 @@ import numpy as np
 VALUES = ("float32", "float16", "int8")
 
 _CODECS = ("raw", "deflate")
+_ENCODINGS = ("dense", "bitmask", "runs", "indices")
 _PARTS = ("mask", "values", "scales", "signs")
 _STORED = {"float16": np.dtype("<f2"), "int8": np.dtype("i1")}
 _INDEX_DTYPES = (np.dtype("<u2"), np.dtype("<u4"))
+# DEFLATE codes at most 258 bytes in 2 bits, so no stream decodes to more
+# than 1032 times its length (plus the end of a block).
+_DEFLATE_RATIO = 1032
+# NumPy's limit on the number of axes.
+_MAX_RANK = 64
 
 
 class CorruptError(Exception):
@@ -316,11 +322,129 @@ def stored_length(meta):
     length = 0
     for part in _PARTS:
         if part in meta:
-            sizes = (meta[part]["length"], meta[part]["size"])
-            if not all(isinstance(n, int) and n >= 0 for n in sizes):
-                raise CorruptError(f"invalid part sizes {sizes}")
-            length += sizes[0]
+            length += _part_sizes(meta[part])[0]
     return length
+
+
+def _part_sizes(part):
+    if not isinstance(part, dict):
+        raise CorruptError(f"a part is {type(part).__name__}, not an object")
+    sizes = (part.get("length"), part.get("size"))
+    if not all(_is_count(n) for n in sizes):
+        raise CorruptError(f"invalid part sizes {sizes}")
+    return sizes
+
+
+def _is_count(value):
+    return type(value) is int and value >= 0
+
+
+def decoded_bytes(name, meta):
+    """The bytes of the array `meta` declares, checked before decoding.
+
+    Checks every field `decode` reads against the others and against what
+    its parts can hold, so that a crafted `meta` is rejected before any
+    memory is allocated for it: a valid shape and numeric dtype, a kept
+    count within the size, each part's decoded size the one its encoding
+    implies and no larger than its stored length can decode to (at most
+    1032 times it for DEFLATE). Raises `CorruptError` naming `name`, or
+    `KeyError` for a missing field.
+
+    Example: `total = sum(coding.decoded_bytes(m["path"], m) for m in metas)`
+    """
+    if not isinstance(meta, dict):
+        raise CorruptError(f"{name}: its entry is not an object")
+    shape, dtype, stored = _checked_types(name, meta)
+    n = math.prod(shape)
+    k, encoding = meta["kept"], meta["encoding"]
+    if encoding not in _ENCODINGS:
+        raise CorruptError(f"{name}: unknown encoding {encoding!r}")
+    if not _is_count(k) or k > n:
+        raise CorruptError(f"{name}: {k!r} kept of {n} values")
+    if encoding == "dense" and k != n:
+        raise CorruptError(f"{name}: mask keeps {n}, not {k}")
+    # The range of each part's decoded size. `decode` checks values and
+    # indices against the count of kept positions the mask decodes to.
+    expected = {"values": (0, n * stored.itemsize)}
+    if encoding == "bitmask":
+        expected["mask"] = ((n + 7) // 8,) * 2
+    elif encoding == "indices":
+        index = meta.get("index_dtype")
+        if index not in [d.str for d in _INDEX_DTYPES]:
+            raise CorruptError(f"{name}: invalid index dtype {index!r}")
+        expected["mask"] = (0, n * np.dtype(index).itemsize)
+    elif encoding == "runs":  # k bytes plus one per 255 zeros skipped.
+        expected["mask"] = (k, k + (n - k) // 255 + 1)
+    if "scales" in meta:
+        expected["scales"] = (shape[-1] * 4,) * 2
+    if "signs" in meta:
+        expected["signs"] = ((n - k + 7) // 8,) * 2
+    for part in _PARTS:
+        if (part in meta) != (part in expected):
+            raise CorruptError(f"{name}: part {part!r} is not expected")
+        if part not in meta:
+            continue
+        length, size = _part_sizes(meta[part])
+        codec = meta[part].get("codec")
+        if codec not in _CODECS:
+            raise CorruptError(f"{name}: unknown codec {codec!r}")
+        limit = length if codec == "raw" else _DEFLATE_RATIO * (length + 1)
+        low, high = expected[part]
+        if not low <= size <= min(high, limit):
+            raise CorruptError(
+                f"{name}: its {part} part lists {size} bytes, which its "
+                f"{length} stored bytes cannot hold or its shape does not "
+                "imply"
+            )
+    return n * dtype.itemsize
+
+
+def _checked_types(name, meta):
+    """`(shape, dtype, stored dtype)` of `meta`, each checked."""
+    shape = meta["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_RANK
+        or not all(_is_count(d) for d in shape)
+    ):
+        raise CorruptError(f"{name}: invalid shape {shape!r}")
+    dtype = _numeric_dtype(name, meta["dtype"])
+    values = meta["values"]
+    if not isinstance(values, dict):
+        raise CorruptError(f"{name}: no values part")
+    stored = _numeric_dtype(name, values["dtype"])
+    if stored != dtype and (
+        dtype.kind != "f" or len(shape) < 2 or stored not in _STORED.values()
+    ):
+        raise CorruptError(f"{name}: {dtype} cannot be stored as {stored}")
+    if (stored == _STORED["int8"] and dtype != stored) != ("scales" in meta):
+        raise CorruptError(f"{name}: int8 values need their scales")
+    dense = meta["encoding"] == "dense"
+    if "signs" in meta and (not _is_float(dtype) or stored != dtype or dense):
+        raise CorruptError(f"{name}: sign bits of zeros stored for {dtype}")
+    return tuple(shape), dtype, stored
+
+
+def _numeric_dtype(name, text):
+    """The NumPy dtype `text` names if it is a plain array dtype: numbers,
+    raw bytes (bfloat16 in HDF5) or strings, no objects or records."""
+    try:
+        dtype = np.dtype(text) if _is_short_str(text) else None
+    except (TypeError, ValueError):
+        dtype = None
+    if (
+        dtype is None
+        or dtype.kind not in "biufcVSU"
+        or dtype.itemsize < 1
+        or dtype.fields is not None
+        or dtype.subdtype is not None
+    ):
+        raise CorruptError(f"{name}: invalid dtype {text!r}")
+    return dtype
+
+
+def _is_short_str(text):
+    return isinstance(text, str) and len(text) <= 16
 
 
 def decode(name, meta, payload):
@@ -335,31 +459,22 @@ def decode(name, meta, payload):
 
     Example: `array = coding.decode("kernel", meta, payload)`
     """
+    decoded_bytes(name, meta)
     length = stored_length(meta)
     if len(payload) != length:
         raise CorruptError(
             f"{name}: {len(payload)} bytes stored, the parts list {length}"
         )
     parts = _Parts(payload)
-    shape = tuple(meta["shape"])
-    dtype = np.dtype(meta["dtype"])
-    stored = np.dtype(meta["values"]["dtype"])
-    if stored != dtype and (
-        dtype.kind != "f" or len(shape) < 2 or stored not in _STORED.values()
-    ):
-        raise CorruptError(f"{name}: {dtype} cannot be stored as {stored}")
-    if (stored == _STORED["int8"] and dtype != stored) != ("scales" in meta):
-        raise CorruptError(f"{name}: int8 values need their scales")
+    shape, dtype, stored = _checked_types(name, meta)
     n = math.prod(shape)
     encoding, k = meta["encoding"], meta["kept"]
     if encoding == "dense":
         positions = np.arange(n)
-    elif encoding in ("bitmask", "runs", "indices"):
+    else:
         mask_size = (n + 7) // 8 if encoding == "bitmask" else None
         raw = parts.read(meta["mask"], mask_size)
         positions = _positions(encoding, raw, n, meta.get("index_dtype"))
-    else:
-        raise CorruptError(f"unknown encoding {encoding!r}")
     if positions.size != k:
         raise CorruptError(f"{name}: mask keeps {positions.size}, not {k}")
     raw = parts.read(meta["values"], k * stored.itemsize)
@@ -371,8 +486,6 @@ def decode(name, meta, payload):
     flat = np.zeros(n, dtype)
     flat[positions] = _dequantize(kept, positions, scales, dtype)
     if "signs" in meta:
-        if not _is_float(dtype) or stored != dtype or encoding == "dense":
-            raise CorruptError(f"{name}: sign bits of zeros stored for {dtype}")
         _restore_negative_zeros(
             flat, positions, parts.read(meta["signs"], (n - k + 7) // 8)
         )

@@ -27,7 +27,6 @@ import numpy as np
 
 from keras_sparsity import coding
 from keras_sparsity import files
-from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_output_path
 from keras_sparsity.checks import check_path
@@ -35,6 +34,7 @@ from keras_sparsity.checks import check_path
 # `compressed.VALUES` stays public: the accepted `values`.
 from keras_sparsity.coding import VALUES  # noqa: F401
 from keras_sparsity.strip import strip_pruning
+from keras_sparsity.walk import pruning_wrappers
 
 FORMAT = "keras_sparsity.compressed"
 # 1: -0.0 was kept as a value. 2: zero by value, with the sign bits of the
@@ -44,6 +44,11 @@ VERSION = 2
 _MANIFEST = "compressed.json"
 _BLOB = "weights.bin"
 _KERAS_WEIGHTS = "model.weights.h5"
+# Limits on what a file may declare, checked before anything is read.
+_MAX_ENTRIES = 100_000
+_MAX_JSON_BYTES = 64 << 20  # The manifest and config.json, each.
+# DEFLATE decodes to at most 1032 times its length (`coding`).
+_DEFLATE_RATIO = 1032
 
 
 def save_compressed(model, path, values="float32"):
@@ -53,7 +58,8 @@ def save_compressed(model, path, values="float32"):
     weight at 80% sparsity) instead of 32 bits, and kept values their
     stored width. Zero is by value: -0.0 (what `w * mask` leaves for a
     negative weight) is pruned too, and costs one more bit per zero, its
-    sign, only in a weight that holds some -0.0 and is stored exactly. With `values="float32"` the weights load back bit for bit.
+    sign, only in a weight that holds some -0.0 and is stored exactly.
+    With `values="float32"` the weights load back bit for bit.
     `"float16"` stores kept values of every floating-point kernel (rank
     >= 2) as float16; `"int8"` stores them as int8 with one float32 scale
     per slice along the kernel's last axis (its output channels),
@@ -140,20 +146,33 @@ def save_compressed(model, path, values="float32"):
     }
 
 
-def load_compressed(path, *, custom_objects=None, compile=True):
+def load_compressed(
+    path, *, custom_objects=None, compile=True, safe_mode=True, max_bytes=None
+):
     """Loads a file written by `save_compressed` as an ordinary Keras model.
 
     The result holds plain Keras layers and needs nothing from this library
     afterwards. A model saved compiled is compiled again, with a fresh
-    optimizer. A missing file raises `FileNotFoundError`; a truncated or
-    corrupt file, or one from a newer format version, raises `ValueError`
-    naming the file and the problem.
+    optimizer. A missing file raises `FileNotFoundError`. Any other file
+    that cannot be loaded raises `ValueError` naming the file and the
+    problem: not a compressed model, a newer format version, a truncated,
+    corrupt or crafted file, or a config Keras cannot rebuild. Reading a
+    file runs no code from it (no pickle; `Lambda` layers are refused
+    unless `safe_mode=False`), and every count and size the file declares
+    is checked against the file itself and against `max_bytes` before
+    memory is allocated for it.
 
     Args:
         path: A file written by `save_compressed`.
         custom_objects: Optional dict of custom classes the config refers
             to, as for `keras.saving.load_model`.
         compile: Whether to compile the model as it was saved compiled.
+        safe_mode: As for `keras.saving.load_model`: False allows `Lambda`
+            layers to be rebuilt from their bytecode, only for files you
+            trust.
+        max_bytes: The most bytes the file's weights and entries may decode
+            to, each. Default: a quarter of this machine's memory (loading
+            holds about four copies of the weights).
 
     Returns:
         A `keras.Model`.
@@ -161,30 +180,24 @@ def load_compressed(path, *, custom_objects=None, compile=True):
     Example: `model = sparsity.load_compressed("m.zip")`
     """
     path = check_path(path)
+    max_bytes = _check_max_bytes(max_bytes)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No compressed model at {path!r}: the file does not exist."
         )
     try:
-        entries, manifest, blob = _read_zip(path)
+        entries, manifest, blob = _read_zip(path, max_bytes)
         _check_manifest(path, manifest)
+        _check_tensors(manifest["tensors"], len(blob), max_bytes)
         tensors = _decode_tensors(manifest["tensors"], blob)
         dense = _dense_keras(entries, manifest["groups"], tensors)
         config = json.loads(entries["config.json"])
+        if not isinstance(config, dict):
+            raise coding.CorruptError("config.json is not a JSON object")
         compile_config = config.get("compile_config") if compile else None
     except _Unreadable:
         raise
-    except (
-        coding.CorruptError,
-        AttributeError,
-        EOFError,
-        IndexError,
-        KeyError,
-        TypeError,
-        ValueError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as error:
+    except _CORRUPT as error:
         raise ValueError(
             f"Cannot load the compressed model {path!r}: the file is "
             f"corrupt or truncated ({_describe(error)})."
@@ -195,15 +208,24 @@ def load_compressed(path, *, custom_objects=None, compile=True):
             file.write(dense)
         try:
             model = keras.saving.load_model(
-                dense_path, custom_objects=custom_objects, compile=False
+                dense_path,
+                custom_objects=custom_objects,
+                compile=False,
+                safe_mode=safe_mode,
             )
-        except ValueError as error:
-            raise ValueError(
+            if compile_config:
+                model.compile_from_config(compile_config)
+        except _KERAS_ERRORS as error:
+            # A TypeError (a class the config names is unknown) stays one.
+            kind = (
+                _RebuildTypeError
+                if isinstance(error, TypeError)
+                else ValueError
+            )
+            raise kind(
                 f"Cannot load the compressed model {path!r}: Keras could "
                 f"not rebuild it from its config and weights. {error}"
             ) from error
-    if compile_config:
-        model.compile_from_config(compile_config)
     return model
 
 
@@ -238,6 +260,26 @@ def information_bound_bytes(model, values="float32"):
 
 
 # Input checks.
+
+
+def _check_max_bytes(max_bytes):
+    if max_bytes is None:
+        return _memory_bytes() // 4
+    if type(max_bytes) is not int or max_bytes < 1:
+        raise ValueError(
+            "Argument `max_bytes` must be a positive int, the most bytes a "
+            "file's weights may decode to, or None for a quarter of this "
+            f"machine's memory. Received: max_bytes={max_bytes!r}"
+        )
+    return max_bytes
+
+
+def _memory_bytes():
+    """This machine's physical memory, or 1 TiB where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 40
 
 
 def _plain_model(model):
@@ -325,26 +367,59 @@ class _Unreadable(ValueError):
     """A well-formed file that is not one this version can read."""
 
 
+# What reading a corrupt or crafted file can raise before Keras sees it.
+_CORRUPT = (
+    coding.CorruptError,
+    AttributeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    NotImplementedError,  # zipfile: an unsupported zip feature.
+    OverflowError,
+    RecursionError,  # JSON nested too deep.
+    RuntimeError,  # h5py: a name HDF5 cannot hold.
+    TypeError,
+    ValueError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+
+
+class _RebuildTypeError(ValueError, TypeError):
+    """Keras' `TypeError` for a config it cannot rebuild (as a class it
+    does not know), still a `ValueError` as every unreadable file is."""
+
+
+# What Keras raises for a config it cannot rebuild (safe mode included).
+_KERAS_ERRORS = (
+    AttributeError,
+    IndexError,
+    KeyError,
+    RecursionError,
+    TypeError,
+    ValueError,
+)
+
+
 def _describe(error):
     if isinstance(error, KeyError):
         return f"missing manifest field {error}"
     return str(error) or type(error).__name__
 
 
-def _read_zip(path):
+def _read_zip(path, max_bytes):
     if not zipfile.is_zipfile(path):
         raise coding.CorruptError("not a zip file")
     with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
+        infos = archive.infolist()
+        names = [info.filename for info in infos]
         if _MANIFEST not in names:
             raise _Unreadable(
                 f"{path!r} is not a keras_sparsity compressed model: it "
                 f"has no {_MANIFEST} manifest (a .keras file loads with "
                 "keras.saving.load_model)."
             )
-        for name in ("config.json", _BLOB):
-            if name not in names:
-                raise coding.CorruptError(f"no {name} entry")
+        _check_entries(infos, os.path.getsize(path), max_bytes)
         manifest = json.loads(archive.read(_MANIFEST))
         blob = archive.read(_BLOB)
         entries = {
@@ -355,6 +430,47 @@ def _read_zip(path):
     if not isinstance(manifest, dict):
         raise coding.CorruptError(f"{_MANIFEST} is not a JSON object")
     return entries, manifest, blob
+
+
+def _check_entries(infos, file_bytes, max_bytes):
+    """Checks the zip's entries before any is read: each named once, the
+    ones a compressed model needs present, each inside the file, and each
+    entry's declared size one its stored bytes can hold, within the
+    limits."""
+    names = [info.filename for info in infos]
+    if len(names) > _MAX_ENTRIES or len(set(names)) != len(names):
+        raise coding.CorruptError(
+            f"{len(names)} zip entries, {len(set(names))} names"
+        )
+    for name in ("config.json", _BLOB):
+        if name not in names:
+            raise coding.CorruptError(f"no {name} entry")
+    if _KERAS_WEIGHTS in names:
+        raise coding.CorruptError(f"a {_KERAS_WEIGHTS} entry beside {_BLOB}")
+    for info in infos:
+        end = info.header_offset + info.compress_size
+        if info.header_offset < 0 or end > file_bytes:
+            raise coding.CorruptError(
+                f"entry {info.filename!r} lies outside the file"
+            )
+        if info.compress_type == zipfile.ZIP_STORED:
+            largest = info.compress_size
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            largest = _DEFLATE_RATIO * (info.compress_size + 1)
+        else:
+            raise coding.CorruptError(
+                f"entry {info.filename!r} uses compression method "
+                f"{info.compress_type}, not stored or DEFLATE"
+            )
+        limit = (
+            _MAX_JSON_BYTES if info.filename.endswith(".json") else max_bytes
+        )
+        if info.file_size > min(largest, limit):
+            raise coding.CorruptError(
+                f"entry {info.filename!r} declares {info.file_size} bytes, "
+                f"more than its {info.compress_size} stored bytes can hold "
+                f"or than the limit of {limit} bytes"
+            )
 
 
 def _check_manifest(path, manifest):
@@ -372,6 +488,50 @@ def _check_manifest(path, manifest):
             f"{path!r} was written by a newer keras-sparsity (format "
             f"version {version}); this version reads format versions up "
             f"to {VERSION}. Upgrade keras-sparsity to load it."
+        )
+    groups, metas = manifest.get("groups"), manifest.get("tensors")
+    if not isinstance(groups, list) or not isinstance(metas, list):
+        raise coding.CorruptError("the manifest lists no groups or tensors")
+    for group in groups:
+        if not (
+            isinstance(group, list)
+            and len(group) == 2
+            and isinstance(group[0], str)
+            and _is_attrs(group[1])
+        ):
+            raise coding.CorruptError(f"invalid weight group {group!r:.80}")
+    for meta in metas:
+        if not (
+            isinstance(meta, dict)
+            and isinstance(meta.get("path"), str)
+            and _is_attrs(meta.get("attrs"))
+        ):
+            raise coding.CorruptError(f"invalid tensor entry {meta!r:.80}")
+
+
+def _is_attrs(attrs):
+    """Whether `attrs` is what `_json_attr` writes: names to scalars."""
+    return isinstance(attrs, dict) and all(
+        key and "\0" not in key and isinstance(value, (str, int, float, bool))
+        for key, value in attrs.items()
+    )
+
+
+def _check_tensors(metas, blob_bytes, max_bytes):
+    """Checks every tensor's entry against the blob's size and `max_bytes`
+    before any is decoded."""
+    total, stored = 0, 0
+    for meta in metas:
+        total += coding.decoded_bytes(meta["path"], meta)
+        stored += coding.stored_length(meta)
+    if stored != blob_bytes:
+        raise coding.CorruptError(
+            f"{_BLOB} holds {blob_bytes} bytes, the manifest lists {stored}"
+        )
+    if total > max_bytes:
+        raise coding.CorruptError(
+            f"its weights declare {total} bytes, more than the limit of "
+            f"{max_bytes} bytes (argument `max_bytes`)"
         )
 
 

@@ -78,8 +78,11 @@ def top_k_mask(scores, k):
 
 
 def _magnitude_keys(values):
-    """Int32 keys that order like `abs(values)` (-0.0 is 0.0)."""
-    return ops.view(ops.abs(ops.cast(values, "float32")), "int32")
+    """Int32 keys that order like `abs(values)` (-0.0 is 0.0), NaN below
+    every number: a magnitude maps to its float32 bit pattern plus 1, NaN
+    to 0, so keys lie in `[0, _BITS_HIGH + 1]` (+inf's)."""
+    bits = ops.view(ops.abs(ops.cast(values, "float32")), "int32")
+    return ops.where(ops.greater(bits, _BITS_HIGH), 0, bits + 1)
 
 
 def _score_keys(values):
@@ -108,7 +111,7 @@ def _top_k_flags(values, k, to_keys):
     """Boolean flags at the `k` largest keys `to_keys(values)`.
 
     `values` is flat, `to_keys` maps them elementwise to int32 keys in
-    `[0, _BITS_HIGH]`, and `k` lies in `[0, size]`; ties at the k-th largest
+    `[0, _BITS_HIGH + 1]`, and `k` lies in `[0, size]`; ties at the k-th largest
     key go to the lowest indices. A radix select: a histogram of the keys'
     high digits gives the high digit of the k-th largest key, a histogram of
     the low digits of the keys that share it gives its low digit. Only if
@@ -314,6 +317,11 @@ def _count_true(flags):
 def magnitude_mask(weights, sparsity):
     """Keeps the largest-magnitude `round(size * (1 - sparsity))` weights.
 
+    Ties go to the lowest flat index; +-inf ranks above every finite
+    weight and NaN below every number, so a NaN is kept only when fewer
+    weights than the count hold numbers (a NaN weight stays NaN: masking
+    multiplies).
+
     Args:
         weights: Float tensor of any shape.
         sparsity: Float scalar in [0, 1) (Python or tensor).
@@ -447,7 +455,10 @@ def _block_scores(weights, block_size, pooling, scored):
         values, (num_block_rows, block_rows, num_block_cols, block_cols)
     )
     if pooling == "MAX":
-        return ops.max(blocks, axis=(1, 3))
+        # A block holding NaN pools to NaN on every backend (XLA's max in
+        # TensorFlow skips NaN).
+        has_nan = ops.any(ops.isnan(blocks), axis=(1, 3))
+        return ops.where(has_nan, float("nan"), ops.max(blocks, axis=(1, 3)))
     return ops.sum(blocks, axis=(1, 3)) / _block_sizes(
         rows, cols, block_rows, block_cols
     )
@@ -469,8 +480,9 @@ def m_by_n_mask(weights, sparsity, m_by_n, scored=False):
     axis (the reduction axis of a Dense kernel `(in, out)` or a Conv kernel
     `(..., in, out)`), and a group is `n` consecutive weights along it for
     one position of the other axes. A full group keeps its `n - m`
-    largest-magnitude weights (ties: the lowest index); a last, partial
-    group of `r` weights keeps `min(r, n - m)` of them, as in TFMOT.
+    largest-magnitude weights (ties: the lowest index; NaN ranks last and
+    costs 0); a last, partial group of `r` weights keeps `min(r, n - m)`
+    of them, as in TFMOT.
 
     The pattern ramps up with `sparsity`: `round(num_groups * min(1,
     sparsity * n / m))` groups are made m:n, those whose pruned weights
@@ -510,7 +522,8 @@ def m_by_n_mask(weights, sparsity, m_by_n, scored=False):
         values = ops.where(ops.isnan(values), float("-inf"), values)
         padding = float("-inf")
     else:
-        values = ops.abs(values)
+        # NaN ranks below every magnitude, above the padding.
+        values = ops.where(ops.isnan(values), -0.5, ops.abs(values))
         padding = -1.0
     values = ops.reshape(values, (outer, size_in, size_out))
     # Padding scores below every real magnitude (or ties with -inf at a
