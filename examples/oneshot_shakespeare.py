@@ -69,6 +69,51 @@ def build_char_transformer(
     return keras.Model(ids, logits, name="char_transformer")
 
 
+SETTINGS = (
+    ("50%", 0.5, None),
+    ("60%", 0.6, None),
+    ("70%", 0.7, None),
+    ("2:4", 0.5, (2, 4)),
+)
+METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+def load_splits(path, seq_len, num_train, num_val, num_calibration):
+    """Training windows, held-out sequences and calibration batches.
+
+    Returns `(x_train, y_train), held_out, calibration, vocabulary`:
+    `num_train` shuffled training windows, `num_val` held-out sequences of
+    `seq_len + 1` ids from the last 10 % of the text (for
+    `oneshot.perplexity`), and the first `num_calibration` training
+    windows in batches of 16.
+
+    Example: `(x, y), held_out, batches, vocab = load_splits(path, 64, ...)`
+    """
+    (x_train, y_train), (x_val, y_val), vocabulary = load_text(path, seq_len)
+    order = np.random.default_rng(0).permutation(len(x_train))
+    x_train, y_train = x_train[order[:num_train]], y_train[order[:num_train]]
+    held_out = np.concatenate([x_val[:num_val], y_val[:num_val, -1:]], axis=1)
+    calibration = [
+        x_train[start : start + 16] for start in range(0, num_calibration, 16)
+    ]
+    return (x_train, y_train), held_out, calibration, vocabulary
+
+
+def train_char_transformer(vocabulary_size, seq_len, x, y, epochs, **kwargs):
+    """`build_char_transformer(vocabulary_size, seq_len, **kwargs)` trained
+    with Adam (3e-3), batch 64, for `epochs` on windows `x` -> `y`.
+
+    Example: `model = train_char_transformer(65, 64, x, y, epochs=3)`
+    """
+    model = build_char_transformer(vocabulary_size, seq_len, **kwargs)
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=2)
+    return model
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--text", default=DEFAULT_TEXT)
@@ -80,43 +125,29 @@ def main():
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["50%", "60%", "70%", "2:4"],
-        choices=["50%", "60%", "70%", "2:4"],
+        default=[label for label, _, _ in SETTINGS],
+        choices=[label for label, _, _ in SETTINGS],
     )
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
-    (x_train, y_train), (x_val, y_val), vocabulary = load_text(
-        args.text, args.seq_len
+    (x_train, y_train), held_out, calibration, vocabulary = load_splits(
+        args.text,
+        args.seq_len,
+        args.num_train,
+        args.num_val,
+        args.num_calibration,
     )
-    order = np.random.default_rng(0).permutation(len(x_train))
-    x_train, y_train = (
-        x_train[order[: args.num_train]],
-        y_train[order[: args.num_train]],
+    model = train_char_transformer(
+        len(vocabulary), args.seq_len, x_train, y_train, args.epochs
     )
-    held_out = np.concatenate(
-        [x_val[: args.num_val], y_val[: args.num_val, -1:]], axis=1
-    )
-    calibration = [
-        x_train[start : start + 16]
-        for start in range(0, args.num_calibration, 16)
-    ]
-
-    model = build_char_transformer(len(vocabulary), args.seq_len)
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x_train, y_train, batch_size=64, epochs=args.epochs, verbose=2)
     dense = oneshot.perplexity(model, held_out)
     print(f"dense perplexity {dense:.3f} ({keras.backend.backend()})")
 
-    settings = [("50%", 0.5, None), ("60%", 0.6, None), ("70%", 0.7, None)]
-    settings.append(("2:4", 0.5, (2, 4)))
-    settings = [s for s in settings if s[0] in args.settings]
+    settings = [s for s in SETTINGS if s[0] in args.settings]
     print(f"{'sparsity':>8} {'method':>10} {'perplexity':>10} {'seconds':>8}")
     for label, target, m_by_n in settings:
-        for method in ("magnitude", "wanda", "sparsegpt"):
+        for method in METHODS:
             start = time.perf_counter()
             pruned = oneshot.prune(
                 model,

@@ -28,8 +28,9 @@ from keras_sparsity import compressed
 from keras_sparsity import macs
 from keras_sparsity import registry
 from keras_sparsity import runtimes
-from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
+from keras_sparsity.oneshot import quantization
+from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers
@@ -302,6 +303,9 @@ def _found_weights(model):
                 masks = [keras.ops.convert_to_numpy(m) > 0 for m in layer.masks]
                 found.extend(_layer_weights(layer.layer, masks))
             return
+        if quantization.is_quantized(layer):
+            found.append(_quantized_weight(layer))
+            return
         if not isinstance(layer, keras.Model) and registry.is_prunable(layer):
             if layer.built:
                 found.extend(_layer_weights(layer, None))
@@ -336,6 +340,38 @@ def _layer_weights(layer, masks):
             )
         )
     return found
+
+
+class _QuantizedWeight(registry.PrunedWeight):
+    """A `PrunedWeight` whose stored variable (int4: packed) may not have
+    the kernel's rank."""
+
+    def __init__(self, variable, reduction_axes, rank):
+        super().__init__(variable, reduction_axes)
+        self.rank = rank
+
+    @property
+    def permutation(self):
+        rest = [a for a in range(self.rank) if a not in self.reduction_axes]
+        return self.reduction_axes + tuple(rest)
+
+
+def _quantized_weight(layer):
+    """A Dense/EinsumDense quantized by Keras: its kernel's values in float
+    shape, zero where the dequantized weight is zero (int4 stores zeros as
+    zero points; `oneshot.quantization.quantized_values`)."""
+    values = quantization.quantized_values(layer)
+    variable = quantization.stored_kernel(layer)
+    pruned = _QuantizedWeight(
+        variable, quantization.reduction_axes(layer), values.ndim
+    )
+    operation = "dense" if isinstance(layer, L.Dense) else "einsum"
+    positions = None
+    if isinstance(layer.kernel, keras.Variable):  # int4's is unpacked
+        _, operation, positions = macs.weight_uses(layer)[id(layer.kernel)]
+    return _Found(
+        layer.name, "kernel", layer, pruned, values, operation, positions
+    )
 
 
 # One row.

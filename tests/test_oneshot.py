@@ -420,3 +420,263 @@ def test_keras_hub_backbones_are_pruned_exactly(name, method):
     assert np.all(np.isfinite(to_numpy(outputs)))
     for old, new in zip(before, model.weights):  # the user's model
         np.testing.assert_array_equal(old, to_numpy(new))
+
+
+# Summary and progress bar.
+
+
+def relative_error(x, before, after):
+    """NumPy `||X W - X W'|| / ||X W||` for Dense kernels `(in, out)`."""
+    x = x.astype("float64")
+    return np.linalg.norm(x @ before - x @ after) / np.linalg.norm(x @ before)
+
+
+def test_summary_counts_each_layer_and_its_reconstruction_error():
+    model = mlp(num_inputs=32, hidden=16, num_outputs=8)
+    x = correlated_batch(num_features=32, num_samples=128)
+    first = to_numpy(model.layers[0].kernel)
+    bias = to_numpy(model.layers[0].bias)
+    second = to_numpy(model.layers[1].kernel)
+    summaries = {}
+    for method in ("magnitude", "sparsegpt"):
+        pruned, summary = oneshot.prune(
+            model, x, method=method, sparsity=0.75, return_summary=True,
+            verbose=False,
+        )
+        summaries[method] = summary
+        assert isinstance(summary, oneshot.OneShotSummary)
+        assert [r.shape for r in summary.layers] == [(16, 32), (8, 16)]
+        assert [r.num_nonzeros for r in summary.layers] == [128, 32]
+        assert [r.sparsity for r in summary.layers] == [0.75, 0.75]
+        assert summary.sparsity == 0.75
+        assert [b.num_layers for b in summary.blocks] == [1, 1]
+        new_first = to_numpy(pruned.layers[0].kernel)
+        hidden = np.maximum(x @ new_first + bias, 0.0)  # what block 2 saw
+        expected = [
+            relative_error(x, first, new_first),
+            relative_error(hidden, second, to_numpy(pruned.layers[1].kernel)),
+        ]
+        errors = [r.reconstruction_error for r in summary.layers]
+        np.testing.assert_allclose(errors, expected, rtol=2e-3)
+        assert all(r.seconds >= 0 for r in summary.layers)
+    for index in range(2):
+        gpt = summaries["sparsegpt"].layers[index]
+        magnitude = summaries["magnitude"].layers[index]
+        assert 0 < gpt.reconstruction_error < magnitude.reconstruction_error
+    text = str(summaries["sparsegpt"])
+    assert "One-shot sparsegpt (unstructured): 2 kernels in 2 blocks" in text
+    assert pruned.layers[1].path in text and "0.7500" in text
+    assert summaries["sparsegpt"].to_dict()["layers"][0]["num_nonzeros"] == 128
+
+
+def test_summary_without_calibration_data_has_no_error():
+    _, summary = oneshot.prune(
+        mlp(), method="magnitude", sparsity_m_by_n=(2, 4),
+        return_summary=True,
+    )
+    assert [r.reconstruction_error for r in summary.layers] == [None, None]
+    assert [r.num_nonzeros for r in summary.layers] == [128, 64]
+    assert "2:4" in str(summary)
+
+
+def test_progress_bar_shows_each_block_when_verbose(capsys):
+    x = correlated_batch(num_features=16, num_samples=16)
+    oneshot.prune(mlp(), x, verbose=True)
+    shown = capsys.readouterr().err
+    assert "one-shot wanda" in shown and "2/2" in shown
+    oneshot.prune(mlp(), x, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(verbose="yes"), ValueError, "verbose"),
+        (dict(verbose=2), ValueError, "verbose"),
+        (dict(return_summary="yes"), TypeError, "return_summary"),
+    ],
+)
+def test_bad_verbose_or_return_summary_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        oneshot.prune(mlp(), np.ones((4, 16), "float32"), **kwargs)
+
+
+# Convolutions read as matrices over their input patches.
+
+
+def im2col_2d(x, kernel_size, stride, padding):
+    """NumPy patches `(rows, kh * kw * channels)` of NHWC `x`, in the
+    kernel's order; `padding` is ((top, bottom), (left, right))."""
+    x = np.pad(x, ((0, 0), *padding, (0, 0)))
+    kh, kw = kernel_size
+    rows = []
+    for image in x:
+        for top in range(0, x.shape[1] - kh + 1, stride):
+            for left in range(0, x.shape[2] - kw + 1, stride):
+                rows.append(image[top : top + kh, left : left + kw].ravel())
+    return np.stack(rows)
+
+
+def conv_model():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.Conv2D(8, 3, strides=2, padding="same",
+                                activation="relu"),
+            keras.layers.Conv2D(6, (2, 3), padding="valid"),
+        ]
+    )
+
+
+def test_conv2d_wanda_masks_equal_numpy_reference_over_patches():
+    model = conv_model()
+    x = np.random.default_rng(3).normal(size=(3, 8, 8, 4)).astype("float32")
+    x[..., 1] *= 4.0  # one channel with larger norms
+    first = to_numpy(model.layers[0].kernel)  # (3, 3, 4, 8)
+    bias = to_numpy(model.layers[0].bias)
+    pruned = oneshot.prune(model, x, method="wanda", sparsity=0.5)
+    # "same" with stride 2 on 8: 4 outputs, one padding row/column at the
+    # end (TensorFlow's convention, which Keras follows).
+    patches = im2col_2d(x, (3, 3), 2, ((0, 1), (0, 1)))
+    weight = first.reshape(36, 8).T
+    expected = wanda_reference(weight, patches, keep=18)
+    result = to_numpy(pruned.layers[0].kernel).reshape(36, 8).T
+    np.testing.assert_array_equal(result != 0, expected == 1)
+    # Block 2 is measured on pruned block 1's outputs.
+    hidden = np.maximum(
+        (patches @ (weight * expected).T).reshape(3, 4, 4, 8) + bias, 0.0
+    )
+    second = to_numpy(model.layers[1].kernel).reshape(48, 6).T
+    expected = wanda_reference(
+        second, im2col_2d(hidden, (2, 3), 1, ((0, 0), (0, 0))), keep=24
+    )
+    result = to_numpy(pruned.layers[1].kernel).reshape(48, 6).T
+    np.testing.assert_array_equal(result != 0, expected == 1)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (dict(filters=5, kernel_size=3, padding="causal", dilation_rate=2),
+         (2, 10, 3)),
+        (dict(filters=4, kernel_size=(3, 2), strides=(2, 1), padding="same",
+              dilation_rate=1, data_format="channels_first"), (2, 3, 7, 6)),
+    ],
+)
+def test_conv_input_rows_times_the_matrix_is_the_convolution(layer, shape):
+    conv_class = keras.layers.Conv1D if len(shape) == 3 else keras.layers.Conv2D
+    conv = conv_class(**layer)
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    outputs = to_numpy(conv(x))
+    if conv.data_format == "channels_first":
+        outputs = np.moveaxis(outputs, 1, -1)
+    outputs = outputs - to_numpy(conv.bias)
+    view = KernelMatrix(conv)
+    rows = to_numpy(view.input_rows(x))
+    np.testing.assert_allclose(
+        rows @ to_numpy(view.read()).T,
+        outputs.reshape(-1, outputs.shape[-1]),
+        atol=1e-5,
+    )
+
+
+def test_conv_sparsegpt_keeps_exact_counts_and_beats_magnitude():
+    model = keras.Sequential(
+        [keras.Input((12, 8)), keras.layers.Conv1D(6, 2, padding="same")]
+    )
+    x = correlated_batch(num_features=8, num_samples=48).reshape(4, 12, 8)
+    errors = {}
+    for method in ("magnitude", "sparsegpt"):
+        pruned, summary = oneshot.prune(
+            model, x, method=method, sparsity_m_by_n=(2, 4),
+            return_summary=True,
+        )
+        kernel = to_numpy(pruned.layers[0].kernel)  # (2, 8, 6)
+        # Groups of 4 consecutive input channels at each kernel offset.
+        assert ((kernel != 0).reshape(2, 2, 4, 6).sum(axis=2) == 2).all()
+        errors[method] = summary.layers[0].reconstruction_error
+    assert 0 < errors["sparsegpt"] < errors["magnitude"]
+
+
+def test_grouped_convolution_is_skipped_with_a_warning():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 4)),
+            keras.layers.Conv2D(4, 3, groups=2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
+    )
+    with pytest.warns(UserWarning, match="groups=2"):
+        pruned = oneshot.prune(model, method="magnitude")
+    assert np.count_nonzero(to_numpy(pruned.layers[0].kernel)) == 72
+
+
+# Keras' own quantization after one-shot pruning.
+
+
+def dense_and_einsum_model():
+    return keras.Sequential(
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(32, name="dense_in"),
+            keras.layers.EinsumDense(
+                "ab,bcd->acd", (4, 8), bias_axes="cd", name="einsum"
+            ),
+            keras.layers.Reshape((32,)),
+            keras.layers.Dense(8, name="dense_out"),
+        ]
+    )
+
+
+def effective_kernels(model):
+    """Each quantized layer's dequantized kernel, read by the layer itself:
+    its output on the identity minus its bias (exact where a weight is 0:
+    every product is by 0 or 1)."""
+    found = {}
+    for layer in model.layers:
+        if not isinstance(layer, KERNEL_LAYERS):
+            continue
+        size = layer.kernel.shape[0]
+        outputs = to_numpy(layer(np.eye(size, dtype="float32")))
+        found[layer.name] = outputs - to_numpy(layer.bias)
+    return found
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "float8"])
+def test_zeros_survive_keras_quantization_and_save_load(mode, tmp_path):
+    from keras_sparsity.oneshot.quantization import quantized_values
+
+    pruned = oneshot.prune(
+        dense_and_einsum_model(), method="magnitude", sparsity=0.75
+    )
+    floats = {
+        layer.name: to_numpy(layer.kernel)
+        for layer in pruned.layers
+        if isinstance(layer, KERNEL_LAYERS)
+    }
+    with pytest.warns(UserWarning):  # Keras: Reshape has no quantize
+        pruned.quantize(mode)
+    path = tmp_path / "quantized.keras"
+    pruned.save(path)
+    loaded = keras.saving.load_model(path)
+    effective = effective_kernels(loaded)  # the layers' own dequantization
+    for model in (pruned, loaded):
+        for layer in model.layers:
+            if layer.name not in floats:
+                continue
+            assert layer.quantization_mode == mode
+            kept = floats[layer.name] != 0
+            np.testing.assert_array_equal(
+                quantized_values(layer) != 0, kept
+            )
+            if model is loaded:
+                values = effective[layer.name].reshape(kept.shape)
+                np.testing.assert_array_equal(values[~kept], 0.0)
+                assert (values[kept] != 0).all()
+                np.testing.assert_allclose(
+                    values, floats[layer.name], atol=0.05
+                )
+        info = sparsity.report(model, sizes=False)
+        assert [r.num_nonzeros for r in info.rows] == [128, 256, 64]
+        assert info.sparsity == 0.75

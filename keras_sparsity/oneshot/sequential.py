@@ -11,9 +11,7 @@ holds one block's statistics (one Hessian per layer for SparseGPT), and the
 compute is one partial forward pass per block.
 """
 
-import numbers
-import re
-import warnings
+import time
 
 import keras
 
@@ -23,14 +21,11 @@ from keras_sparsity.oneshot import calibration
 from keras_sparsity.oneshot import capture
 from keras_sparsity.oneshot import recovery
 from keras_sparsity.oneshot import selection
-from keras_sparsity.oneshot.matrix_view import KernelMatrix
+from keras_sparsity.oneshot import summary
+from keras_sparsity.oneshot import targets
 from keras_sparsity.oneshot.owl import OutlierWeighted
 from keras_sparsity.oneshot.sparsegpt import sparsegpt_prune
 from keras_sparsity.oneshot.wanda import wanda_keep
-from keras_sparsity.walk import pruning_wrappers
-
-METHODS = ("magnitude", "wanda", "sparsegpt")
-ALLOCATIONS = ("uniform", "owl")
 
 
 def prune(
@@ -44,13 +39,17 @@ def prune(
     allocation="uniform",
     inplace=False,
     keep_masks=False,
+    verbose="auto",
+    return_summary=False,
 ):
     """Prunes a trained model in one shot from a few calibration batches.
 
     No training: each chosen Dense and EinsumDense kernel (attention
     query/key/value/output and feed-forward projections of KerasHub
-    blocks), read as a matrix `W` of (outputs, inputs), is pruned from the
-    inputs it sees on `calibration_data`:
+    blocks) and Conv1D/Conv2D kernel, read as a matrix `W` of (outputs,
+    inputs), is pruned from the inputs it sees on `calibration_data` (a
+    convolution's inputs are its input patches, one per output position:
+    `W` is `(filters, prod(kernel_size) * channels)`):
 
     * `"magnitude"`: the largest `|W|` of the kernel (needs no data);
     * `"wanda"` (Sun et al., 2024): the largest `|W_ij| * ||X_j||_2` of
@@ -81,8 +80,10 @@ def prune(
         sparsity_m_by_n: None, or `(m, n)` with `0 < m < n`: exactly `m`
             zeros in every `n` consecutive inputs of each output (2:4 is
             `(2, 4)`); `sparsity` is then `m / n` and not used. Each
-            kernel's input size must be a multiple of `n`.
-        layers: Which layers to prune: None (every Dense and EinsumDense),
+            kernel's input size (a convolution's input channels, along
+            which its groups run) must be a multiple of `n`.
+        layers: Which layers to prune: None (every Dense, EinsumDense,
+            and ungrouped Conv1D and Conv2D),
             a regex searched in each layer's path (e.g.
             `"transformer_layer_.*/(query|key|value)"`), or a callable
             `layer -> bool`.
@@ -98,10 +99,22 @@ def prune(
             which never change during training (`FrozenMasks` schedule):
             fine-tune it to recover accuracy, then `strip_pruning`. A plain
             Sequential or functional model is wrapped as a copy.
+        verbose: `"auto"` (default), True/1 or False/0: a progress bar
+            over the blocks (rich, on stderr); `"auto"` shows it when
+            Keras' interactive logging is on and the output is a terminal
+            or a notebook.
+        return_summary: If True, also return a `OneShotSummary`: per
+            kernel its exact sparsity, its reconstruction error
+            `||W X - W' X|| / ||W X||` on the calibration inputs it saw
+            and its time, per block its time; `print` it for a table.
+            The error needs `X^T X` for every kernel, so magnitude and
+            Wanda then capture it as SparseGPT does (one `d_in x d_in`
+            matrix per kernel of a block, and its compute).
 
     Returns:
         The pruned model, of `model`'s class (a copy unless `inplace`),
-        with exactly sparse kernels.
+        with exactly sparse kernels; with `return_summary=True`, a pair
+        `(pruned model, OneShotSummary)`.
 
     Raises:
         ValueError: For an unknown method or allocation, a sparsity
@@ -119,143 +132,42 @@ def prune(
     two_four = oneshot.prune(causal_lm, [batch], sparsity_m_by_n=(2, 4))
     ```
     """
-    _check_arguments(method, sparsity, sparsity_m_by_n, allocation)
+    targets.check_arguments(method, sparsity, sparsity_m_by_n, allocation)
+    summary.check_verbose(verbose)
+    if not isinstance(return_summary, bool):
+        raise TypeError(
+            "Argument `return_summary` must be True or False. Received: "
+            f"return_summary={return_summary!r}"
+        )
     m_by_n = None if sparsity_m_by_n is None else tuple(sparsity_m_by_n)
     if m_by_n is not None:
         sparsity = m_by_n[0] / m_by_n[1]
     if allocation == "owl":
         allocation = OutlierWeighted()
-    _check_model(model)
-    _targets(model, layers, m_by_n)  # raises before anything is copied
+    targets.check_model(model)
+    # Raises before anything is copied.
+    targets.kernel_views(model, layers, m_by_n)
     needs_data = method != "magnitude" or allocation != "uniform"
     batches = (
         calibration.calibration_batches(calibration_data)
         if needs_data or calibration_data is not None
         else None
     )
+    start = time.perf_counter()
     work = model if inplace else _copy(model)
-    keeps = _Pruning(work, layers, method, sparsity, m_by_n).run(
-        batches, allocation
-    )
+    pruning = _Pruning(work, layers, method, sparsity, m_by_n)
+    keeps = pruning.run(batches, allocation, verbose, return_summary)
     if keep_masks:
-        return recovery.attach_masks(work, keeps)
-    return work
-
-
-def _check_arguments(method, sparsity, m_by_n, allocation):
-    if method not in METHODS:
-        raise ValueError(
-            f"Argument `method` must be one of {METHODS}. "
-            f"Received: method={method!r}"
-        )
-    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
-        raise TypeError(
-            "Argument `sparsity` must be a float in [0, 1), e.g. 0.5 to zero "
-            f"half of each kernel. Received: sparsity={sparsity!r}"
-        )
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(
-            "Argument `sparsity` must be a float in [0, 1), e.g. 0.5 to zero "
-            f"half of each kernel. Received: sparsity={sparsity!r}"
-        )
-    if m_by_n is not None:
-        valid = (
-            isinstance(m_by_n, (tuple, list))
-            and len(m_by_n) == 2
-            and all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                for v in m_by_n
-            )
-            and 0 < m_by_n[0] < m_by_n[1]
-        )
-        if not valid:
-            raise ValueError(
-                "Argument `sparsity_m_by_n` must be None or a pair of ints "
-                "(m, n) with 0 < m < n: m zeros in every n consecutive "
-                "inputs, e.g. (2, 4). Received: "
-                f"sparsity_m_by_n={m_by_n!r}"
-            )
-    if not (
-        allocation in ALLOCATIONS or isinstance(allocation, OutlierWeighted)
-    ):
-        raise ValueError(
-            f"Argument `allocation` must be one of {ALLOCATIONS} or an "
-            "`OutlierWeighted`. Received: allocation={allocation!r}"
-        )
-    if m_by_n is not None and allocation != "uniform":
-        raise ValueError(
-            "Argument `sparsity_m_by_n` fixes every kernel at m/n sparsity, "
-            "so it cannot be combined with a per-block allocation; use "
-            f"allocation='uniform'. Received: allocation={allocation!r}"
-        )
-
-
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "Argument `model` must be a `keras.Model`. Received: "
-            f"model of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "Argument `model` must be built: call it on a batch first. "
-            f"Received: model={model.name!r}"
-        )
-    if pruning_wrappers(model):
-        raise ValueError(
-            "Argument `model` holds PruneLowMagnitude layers; call "
-            "`strip_pruning` first to prune it in one shot. Received: "
-            f"model={model.name!r}"
-        )
-
-
-def _targets(model, layers, m_by_n):
-    """`KernelMatrix` views of the chosen Dense/EinsumDense layers."""
-    if not (layers is None or isinstance(layers, str) or callable(layers)):
-        raise TypeError(
-            "Argument `layers` must be None, a regex or a callable "
-            f"`layer -> bool`. Received: layers={layers!r}"
-        )
-    views, skipped = [], []
-    for layer in _compat.all_sublayers(model):
-        if not isinstance(
-            layer, (keras.layers.Dense, keras.layers.EinsumDense)
-        ):
-            continue
-        if not layer.built or not _chosen(layer, layers):
-            continue
-        try:
-            view = KernelMatrix(layer)
-        except ValueError as error:
-            skipped.append(str(error))
-            continue
-        if m_by_n is not None and view.num_inputs % m_by_n[1]:
-            raise ValueError(
-                "Argument `sparsity_m_by_n` needs every chosen kernel's "
-                f"input size to be a multiple of n={m_by_n[1]}, but layer "
-                f"{view.name!r} has {view.num_inputs} inputs; exclude it "
-                f"with `layers=`. Received: sparsity_m_by_n={m_by_n}"
-            )
-        views.append(view)
-    for message in skipped:
-        warnings.warn(message, stacklevel=3)
-    if not views:
-        raise ValueError(
-            "Argument `layers` chose no Dense or EinsumDense layer of the "
-            "model, so there is nothing to prune in one shot; pass None to "
-            "choose them all, or a regex searched in layer paths such as "
-            f"'feedforward'. Received: layers={layers!r} for model "
-            f"{model.name!r}"
-        )
-    return views
-
-
-def _chosen(layer, layers):
-    if layers is None:
-        return True
-    if isinstance(layers, str):
-        return re.search(layers, layer.path or layer.name) is not None
-    return bool(layers(layer))
+        work = recovery.attach_masks(work, keeps)
+    if not return_summary:
+        return work
+    return work, summary.OneShotSummary(
+        method=method,
+        sparsity_m_by_n=m_by_n,
+        layers=tuple(pruning.layer_results),
+        blocks=tuple(pruning.block_results),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _copy(model):
@@ -319,9 +231,15 @@ class _Pruning:
         self.method = method
         self.sparsity = sparsity
         self.m_by_n = m_by_n
-        self.views = _targets(model, layers, m_by_n)
+        self.views = targets.kernel_views(model, layers, m_by_n)
+        self.layer_results = []
+        self.block_results = []
 
-    def run(self, batches, allocation):
+    def run(self, batches, allocation, verbose="auto", measure=False):
+        """Prunes block after block; returns the masks by `id(layer)`.
+
+        With `measure`, `layer_results` and `block_results` are filled
+        (the error needs every kernel's `X^T X`)."""
         blocks = _blocks(self.model, self.views)
         sparsities = [self.sparsity] * len(blocks)
         if batches is not None:
@@ -344,17 +262,42 @@ class _Pruning:
                 ]
                 sparsities = allocation.sparsities(ratios, self.sparsity)
         keeps = {}
-        for (block, members), sparsity in zip(blocks, sparsities):
-            stats = self._block_statistics(block, members, batches)
-            for view, stat in zip(members, stats):
-                keep = self._prune_view(view, stat, sparsity)
-                keeps[id(view.layer)] = (view.layer.name, view.to_kernel(keep))
+        title = f"one-shot {self.method}"
+        with summary.progress_bar(verbose, len(blocks), title) as advance:
+            for (block, members), sparsity in zip(blocks, sparsities):
+                start = time.perf_counter()
+                stats = self._block_statistics(block, members, batches, measure)
+                for view, stat in zip(members, stats):
+                    keep = self._prune_view(view, stat, sparsity, measure)
+                    keeps[id(view.layer)] = (
+                        view.layer.name,
+                        view.to_kernel(keep),
+                    )
+                name = block.path or block.name
+                if measure:
+                    for result in self.layer_results[-len(members) :]:
+                        result["block"] = name
+                    self.block_results.append(
+                        summary.BlockResult(
+                            block=name,
+                            num_layers=len(members),
+                            target_sparsity=float(sparsity),
+                            seconds=time.perf_counter() - start,
+                        )
+                    )
+                advance(name)
+        self.layer_results = [
+            summary.LayerResult(**result) for result in self.layer_results
+        ]
         return keeps
 
-    def _block_statistics(self, block, members, batches):
-        if self.method == "magnitude":
+    def _block_statistics(self, block, members, batches, measure):
+        if batches is None or (self.method == "magnitude" and not measure):
             return [None] * len(members)
-        kind = "hessian" if self.method == "sparsegpt" else "norms"
+        # Wanda reads its norms off the Hessian's diagonal when measuring.
+        kind = "norms"
+        if self.method == "sparsegpt" or measure:
+            kind = "hessian"
         stats = [capture.InputStatistics(v, kind) for v in members]
         with capture.capture(stats, stop_after=block):
             self._forward(batches)
@@ -377,17 +320,47 @@ class _Pruning:
                     f"Received: a batch of structure {_structure(batch)}"
                 ) from error
 
-    def _prune_view(self, view, stat, sparsity):
+    def _prune_view(self, view, stat, sparsity, measure):
+        start = time.perf_counter()
         weight = view.read()
         if self.method == "magnitude":
             keep = selection.magnitude_keep(weight, sparsity, self.m_by_n)
             pruned = weight * keep
         elif self.method == "wanda":
-            keep = wanda_keep(weight, stat.value, sparsity, self.m_by_n)
+            norms = stat.value
+            if stat.kind == "hessian":
+                norms = keras.ops.diagonal(norms)
+            keep = wanda_keep(weight, norms, sparsity, self.m_by_n)
             pruned = weight * keep
         else:
             pruned, keep = sparsegpt_prune(
                 weight, stat.value, sparsity, self.m_by_n
+            )
+        if measure:
+            nonzero = keras.ops.cast(keras.ops.not_equal(pruned, 0), "int32")
+            num_nonzeros = int(
+                keras.ops.convert_to_numpy(keras.ops.sum(nonzero))
+            )
+            seconds = time.perf_counter() - start
+            # Before the write: on torch `weight` can share its storage.
+            error = None
+            if stat is not None:
+                error = summary.reconstruction_error(
+                    weight, pruned, stat.value
+                )
+            size = view.num_outputs * view.num_inputs
+            self.layer_results.append(
+                dict(
+                    layer=view.name,
+                    block="",
+                    shape=(view.num_outputs, view.num_inputs),
+                    num_parameters=size,
+                    num_nonzeros=num_nonzeros,
+                    sparsity=1.0 - num_nonzeros / size,
+                    target_sparsity=float(sparsity),
+                    reconstruction_error=error,
+                    seconds=seconds,
+                )
             )
         view.write(pruned)
         return keep
