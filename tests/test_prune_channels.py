@@ -40,9 +40,9 @@ def one_step(pruned, x, y, learning_rate=0.0, **compile_kwargs):
 
 def masks_of(pruned):
     return {
-        (w.layer.name, v.name): keras.ops.convert_to_numpy(m)
+        (w.layer.name, spec.weight): keras.ops.convert_to_numpy(m)
         for w in pruned.layers if isinstance(w, channels_lib.PruneChannels)
-        for v, m in zip(w.pruned_weights, w.masks)
+        for spec, m in zip(w.channels, w.masks)
     }
 
 
@@ -173,6 +173,54 @@ def test_coupled_layers_lose_the_same_channels():
     assert smaller.count_params() == plan.num_parameters_after
     assert smaller.get_layer("stem").filters == 4
     assert smaller.get_layer("expand").filters == 8
+
+
+def transformer_block():
+    inputs = keras.Input((5, 16))
+    x = L.Dense(16, name="embed")(inputs)
+    a = L.MultiHeadAttention(4, 8, name="mha")(x, x)
+    x = L.LayerNormalization()(L.Add()([x, a]))
+    f = L.Dense(32, activation="relu", name="ff1")(x)
+    x = L.Add()([x, L.Dense(16, name="ff2")(f)])
+    outputs = L.Dense(3, name="head")(L.GlobalAveragePooling1D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_attention_heads_and_feed_forward_units():
+    """Heads are ranked by their value projection and output rows; the
+    losers' value columns and output rows are zeroed, so `shrink` cuts
+    them; the feed-forward units are a channel group of their own."""
+    model = transformer_block()
+    x, y = data(model)
+    pruned = one_step(sparsity.prune_channels(model, HALF), x, y)
+    masks = masks_of(pruned)
+    mha = model.get_layer("mha")
+    value = keras.ops.convert_to_numpy(mha.value_dense.kernel)
+    output = keras.ops.convert_to_numpy(mha.output_dense.kernel)
+    scores = np.sqrt((value**2).sum((0, 2)) + (output**2).sum((1, 2)))
+    expected = top(scores, 2)
+    np.testing.assert_array_equal(
+        np.flatnonzero(masks[("mha", "value_dense.kernel")][0, :, 0]), expected
+    )
+    np.testing.assert_array_equal(
+        np.flatnonzero(masks[("mha", "output_dense.kernel")][:, 0, 0]), expected
+    )
+    ff1 = model.get_layer("ff1").get_weights()[0]
+    np.testing.assert_array_equal(
+        kept_columns(masks[("ff1", "kernel")]),
+        top(np.sqrt((ff1**2).sum(0)), 16),
+    )
+    stripped = sparsity.strip_pruning(pruned)
+    smaller, plan = sparsity.shrink(stripped, return_plan=True)
+    (heads,) = [g for g in plan.groups if g.unit == "heads"]
+    assert heads.kept == tuple(expected)
+    assert smaller.get_layer("mha").num_heads == 2
+    assert smaller.get_layer("ff1").units == 16
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(smaller(x)),
+        keras.ops.convert_to_numpy(stripped(x)),
+        atol=1e-4, rtol=1e-4,
+    )
 
 
 def test_round_to_and_global_allocation_match_numpy():

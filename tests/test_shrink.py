@@ -344,3 +344,62 @@ def test_mobilenet_v2_loses_the_zeroed_expansion_channels():
             smaller.get_layer(name).filters == model.get_layer(name).filters - 5
         )
     assert plan.num_parameters_after < plan.num_parameters
+
+
+def attention_model(shared=False):
+    inputs = keras.Input((5, 16))
+    x = L.Dense(16, name="embed")(inputs)
+    attention = L.MultiHeadAttention(4, 8, name="mha")
+    a = attention(x, x)
+    if shared:
+        a = attention(a, a)
+    x = L.LayerNormalization()(L.Add()([x, a]))
+    outputs = L.Dense(3)(L.GlobalAveragePooling1D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def silence_heads(layer):
+    """Head 1: value projection zero; head 3: output rows zero."""
+    weights = layer.get_weights()  # q k, q b, k k, k b, v k, v b, o k, o b
+    weights[4][:, 1] = 0.0
+    weights[5][1] = 0.0
+    weights[6][3] = 0.0
+    layer.set_weights(weights)
+
+
+def test_silent_attention_heads_are_cut(tmp_path):
+    model = attention_model()
+    silence_heads(model.get_layer("mha"))
+    x = data((5, 16))
+    smaller, plan = check_same_outputs(model, x)
+    (heads,) = [g for g in plan.groups if g.unit == "heads"]
+    assert (heads.producers, heads.num_channels, heads.kept) == (
+        ("mha",), 4, (0, 2)
+    )
+    assert plan.num_heads_removed == 2 and plan.num_removed == 0
+    assert "2 heads removed" in str(plan) and "mha: 4 -> 2 heads" in str(plan)
+    cut = smaller.get_layer("mha")
+    assert cut.num_heads == 2
+    assert tuple(cut.value_dense.kernel.shape) == (16, 2, 8)
+    assert tuple(cut.output_dense.kernel.shape) == (2, 8, 16)
+    path = tmp_path / "smaller.keras"
+    smaller.save(path)
+    np.testing.assert_allclose(
+        outputs(keras.models.load_model(path), x), outputs(model, x),
+        atol=1e-5, rtol=1e-5,
+    )
+
+
+def test_attention_heads_kept_when_none_is_silent_or_layer_is_shared():
+    plan = shrink(attention_model(), plan_only=True)
+    (heads,) = [g for g in plan.groups if g.unit == "heads"]
+    assert heads.num_kept == 4
+    assert heads.reasons == (
+        "no head is silent (value projection or output rows all zero)",
+    )
+    model = attention_model(shared=True)
+    silence_heads(model.get_layer("mha"))
+    plan = shrink(model, plan_only=True)
+    (heads,) = [g for g in plan.groups if g.unit == "heads"]
+    assert heads.num_kept == 4
+    assert heads.reasons == ("is called more than once",)

@@ -29,6 +29,7 @@ from keras_sparsity.engine import CHANNELS
 from keras_sparsity.engine import install_engine_on_compile
 from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.structural import groups as groups_lib
+from keras_sparsity.structural import heads
 from keras_sparsity.structural import kinds
 from keras_sparsity.wrapper import PruneLowMagnitude
 
@@ -130,7 +131,9 @@ class PruneChannels(PruneLowMagnitude):
             self.layer.build(input_shape)
         self._pruned = []
         for spec in self.channels:
-            variable = getattr(self.layer, spec.weight, None)
+            variable = self.layer
+            for name in spec.weight.split("."):  # "value_dense.kernel"
+                variable = getattr(variable, name, None)
             if not isinstance(variable, keras.Variable):
                 raise ValueError(
                     f"Layer {self.layer.name!r} has no weight "
@@ -253,7 +256,7 @@ def group_keep(scores, sparsity, allocation, round_to):
     Returns:
         `{group: float32 0/1 vector}`, ties kept at the lowest index.
     """
-    groups = sorted(scores)
+    groups = sorted(scores, key=str)  # channel groups (int), heads (str)
     if allocation == "global":
         normalized = [
             scores[g] / (ops.mean(scores[g]) + 1e-12) for g in groups
@@ -277,11 +280,11 @@ def group_keep(scores, sparsity, allocation, round_to):
     keep = {}
     for g in groups:
         size = int(scores[g].shape[0])
+        step = round_to if isinstance(g, int) else 1  # heads: one by one
         rounded = ops.cast(
-            ops.ceil(ops.cast(counts[g], "float32") / round_to) * round_to,
-            "int32",
+            ops.ceil(ops.cast(counts[g], "float32") / step) * step, "int32"
         )
-        count = ops.clip(rounded, min(round_to, size), size)
+        count = ops.clip(rounded, min(step, size), size)
         keep[g] = mask_math.top_k_scores(scores[g], count)
     return keep
 
@@ -388,6 +391,9 @@ def channel_specs(model, importance, round_to):
     """`{id(layer): [ChannelSpec, ...]}` for the layers of `model` that
     write a prunable channel group."""
     graph = groups_lib.find_groups(model)
+    calls = {}
+    for layer, _, _ in _compat.graph_calls(model)[2]:
+        calls[id(layer)] = calls.get(id(layer), 0) + 1
     prunable = {
         g.index for g in graph.groups
         if not g.reasons and g.producers and g.size > round_to
@@ -416,7 +422,28 @@ def channel_specs(model, importance, round_to):
         ]
         if found:
             specs[id(layer)] = found
+    if importance != "bn_gamma":
+        for layer in model.layers:
+            if (
+                heads.is_attention(layer)
+                and layer.num_heads > 1
+                and calls.get(id(layer)) == 1
+            ):
+                specs[id(layer)] = _head_specs(layer)
     return specs
+
+
+def _head_specs(layer):
+    """The value projection and output rows of each head: zero, the head
+    is silent and `shrink` removes it."""
+    segments = ((f"heads/{layer.name}", layer.num_heads),)
+    found = [
+        ChannelSpec("value_dense.kernel", 1, segments, True),
+        ChannelSpec("output_dense.kernel", 0, segments, True),
+    ]
+    if layer.value_dense.bias is not None:
+        found.append(ChannelSpec("value_dense.bias", 0, segments, False))
+    return found
 
 
 def _masked_weights(layer, kind, importance):

@@ -88,6 +88,11 @@ def classify(layer, input_shapes):
         return UNKNOWN, f"is a nested model ({name}), which is not traversed"
     if not isinstance(layer, L.Layer):
         return UNKNOWN, f"is a keras.ops call ({name})"
+    if isinstance(layer, L.MultiHeadAttention):
+        return UNKNOWN, (
+            f"is a {name}: shrink cuts its heads, not its input and output "
+            "channels"
+        )
     if isinstance(layer, (L.LayerNormalization, L.GroupNormalization)):
         return UNKNOWN, (
             f"is a {name}, which normalizes over the channel axis: removing "

@@ -22,7 +22,9 @@ class ChannelGroup:
     Flatten); `consumers` read them through their kernel rows. `kept` lists
     the indices of the channels that stay, of `num_channels`; `reasons`
     says why channels stay: why the group is kept whole, or which
-    consumers could not fold a constant channel into their bias.
+    consumers could not fold a constant channel into their bias. `unit` is
+    `"channels"`, or `"heads"` for the heads of one attention layer (its
+    only producer).
 
     Example: `[(g.producers, g.num_kept) for g in plan.groups]`
     """
@@ -33,6 +35,7 @@ class ChannelGroup:
     num_channels: int
     kept: tuple
     reasons: tuple
+    unit: str = "channels"
 
     @property
     def num_kept(self):
@@ -47,7 +50,7 @@ class ChannelGroup:
     def __str__(self):
         lines = [
             f"{' + '.join(self.producers)}: "
-            f"{self.num_channels} -> {self.num_kept} channels"
+            f"{self.num_channels} -> {self.num_kept} {self.unit}"
         ]
         if self.members:
             lines.append(f"  members:   {', '.join(self.members)}")
@@ -77,13 +80,29 @@ class ShrinkPlan:
 
     @property
     def num_removed(self):
-        """Channels removed over all groups."""
-        return sum(g.num_channels - g.num_kept for g in self.groups)
+        """Channels removed over all groups (attention heads not counted:
+        see `num_heads_removed`)."""
+        return self._removed("channels")
+
+    @property
+    def num_heads_removed(self):
+        """Attention heads removed over all attention layers."""
+        return self._removed("heads")
+
+    def _removed(self, unit):
+        return sum(
+            g.num_channels - g.num_kept for g in self.groups if g.unit == unit
+        )
 
     def __str__(self):
+        heads = (
+            f", {self.num_heads_removed} heads"
+            if any(g.unit == "heads" for g in self.groups)
+            else ""
+        )
         head = (
             f"Shrink plan for {self.model!r}: {len(self.groups)} groups, "
-            f"{self.num_removed} channels removed, parameters "
+            f"{self.num_removed} channels{heads} removed, parameters "
             f"{self.num_parameters} -> {self.num_parameters_after}"
         )
         return "\n".join([head] + [str(g) for g in self.groups])

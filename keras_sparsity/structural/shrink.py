@@ -7,6 +7,7 @@ from keras_sparsity import _compat
 from keras_sparsity import walk
 from keras_sparsity.strip import strip_pruning
 from keras_sparsity.structural import groups as groups_lib
+from keras_sparsity.structural import heads
 from keras_sparsity.structural import kinds
 from keras_sparsity.structural import plan as plan_lib
 from keras_sparsity.structural import slicing
@@ -88,6 +89,20 @@ def shrink(model, *, plan_only=False, return_plan=False):
         decisions[group.index] = keep
         described.append(plan_lib.describe(group, keep, reasons))
     edits = _edits(model, graph, decisions)
+    for layer, keep, reasons in _attention_heads(model):
+        described.append(
+            plan_lib.ChannelGroup(
+                producers=(layer.name,), members=(), consumers=(),
+                num_channels=layer.num_heads,
+                kept=tuple(int(i) for i in keep),
+                reasons=tuple(reasons), unit="heads",
+            )
+        )
+        if len(keep) < layer.num_heads:
+            edits[layer.name] = (
+                {"num_heads": int(len(keep))},
+                heads.sliced_weights(layer, keep),
+            )
     plan = plan_lib.ShrinkPlan(
         model=model.name,
         groups=tuple(described),
@@ -134,6 +149,30 @@ def _check_arguments(model, plan_only, return_plan):
             "`keras.Input` first, or call it on data. Received: "
             f"model={model.name!r}"
         )
+
+
+def _attention_heads(model):
+    """`(layer, heads kept, reasons)` per attention layer of `model`."""
+    calls = {}
+    for layer, _, _ in _compat.graph_calls(model)[2]:
+        calls[id(layer)] = calls.get(id(layer), 0) + 1
+    found = []
+    for layer in model.layers:
+        if not heads.is_attention(layer):
+            continue
+        everything = np.arange(layer.num_heads)
+        if calls.get(id(layer), 0) != 1:
+            found.append((layer, everything, ["is called more than once"]))
+            continue
+        silent = heads.silent_heads(layer)
+        keep = np.setdiff1d(everything, silent)
+        if not len(keep):
+            keep = everything[:1]  # a layer keeps at least one head
+        reasons = [] if len(silent) else [
+            "no head is silent (value projection or output rows all zero)"
+        ]
+        found.append((layer, keep, reasons))
+    return found
 
 
 def _edits(model, graph, decisions):
