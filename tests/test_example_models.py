@@ -21,10 +21,7 @@ DATA = pathlib.Path(__file__).parents[2] / "shared" / "data"
 MNIST_DIR = DATA / "mnist"
 TEXT = DATA / "tinyshakespeare.txt"
 
-pytestmark = pytest.mark.skipif(
-    not (MNIST_DIR.is_dir() and TEXT.is_file()),
-    reason=f"needs MNIST in {MNIST_DIR} and {TEXT}",
-)
+pytestmark = pytest.mark.requires_data("mnist", "tinyshakespeare.txt")
 sys.path.insert(0, str(EXAMPLES))
 
 import lstm_shakespeare  # noqa: E402

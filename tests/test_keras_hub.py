@@ -6,6 +6,7 @@ model keeps its class, its methods (`generate()`) and its tied embedding;
 strip, save and load give a plain KerasHub model.
 """
 
+import hub_models  # a broken KerasHub install fails the suite
 import keras
 import numpy as np
 import pytest
@@ -13,8 +14,6 @@ from conftest import assert_weights_follow_masks
 from conftest import to_numpy
 
 import keras_sparsity as sparsity
-
-hub_models = pytest.importorskip("hub_models")
 
 HALF = sparsity.ConstantSparsity(0.5, begin_step=0, frequency=1)
 # Kernels per transformer block: query, key, value, attention output and
