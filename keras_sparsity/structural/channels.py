@@ -50,11 +50,7 @@ class ChannelSpec:
 
     def offsets(self):
         """`(group, offset, length)` per segment."""
-        found, offset = [], 0
-        for group, length in self.segments:
-            found.append((group, offset, length))
-            offset += length
-        return found
+        return groups_lib.offsets(self.segments)
 
     def to_config(self):
         return [self.weight, self.axis, [list(s) for s in self.segments],

@@ -43,11 +43,17 @@ class Channels:
 
     def offsets(self):
         """`(group, offset, length)` for each segment."""
-        found, offset = [], 0
-        for group, length in self.segments:
-            found.append((group, offset, length))
-            offset += length
-        return found
+        return offsets(self.segments)
+
+
+def offsets(segments):
+    """`(group, offset, length)` for each `(group, length)` laid end to
+    end along an axis."""
+    found, offset = [], 0
+    for group, length in segments:
+        found.append((group, offset, length))
+        offset += length
+    return found
 
 
 @dataclasses.dataclass
