@@ -450,3 +450,24 @@ def test_bad_arguments():
     pruned = sparsity.prune_low_magnitude(model)
     with pytest.raises(ValueError, match="already pruned"):
         sparsity.prune_channels(pruned, HALF)
+
+
+@pytest.mark.slow
+@pytest.mark.requires_data("tinyshakespeare.txt")
+def test_heads_example_runs_tiny(capsys):
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "examples"))
+    import prune_heads_shakespeare
+
+    model, smaller, plan = prune_heads_shakespeare.main(
+        ["--epochs", "1", "--num-train", "128", "--num-val", "8",
+         "--fine-tune-epochs", "1"]
+    )
+    for block in (0, 1):
+        assert smaller.get_layer(f"block_{block}_attention").num_heads == 2
+        assert smaller.get_layer(f"block_{block}_up").units == 128
+    assert plan.num_heads_removed == 4 and plan.num_removed == 256
+    assert smaller.count_params() == plan.num_parameters_after
+    assert "held-out perplexity" in capsys.readouterr().out
