@@ -1,4 +1,4 @@
-"""Argument checks shared by the functions that save, export or report."""
+"""Argument checks shared by the public functions."""
 
 import os
 
@@ -24,6 +24,11 @@ def check_output_path(path):
     naming `path` (not the temporary file written beside it).
     """
     path = check_path(path)
+    if not path:
+        raise ValueError(
+            "Argument `path` must name the file to write, e.g. "
+            f"'model.keras'. Received: path={path!r}"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(folder):
         raise FileNotFoundError(
@@ -42,6 +47,15 @@ def check_output_path(path):
             f"Add a file name to it. Received: path={path!r}"
         )
     return path
+
+
+def check_flag(name, value):
+    """Raises unless `value` is a bool: a string such as "no" is truthy."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Argument `{name}` must be True or False. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
 
 
 def check_built_model(model, purpose):

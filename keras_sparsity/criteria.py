@@ -61,6 +61,11 @@ class Criterion(Configurable):
     stateful = False
     signed = False
 
+    def __init__(self):
+        """Takes no arguments, so that a misspelt one is named in the
+        `TypeError` (a class without `__init__` only says "takes no
+        arguments")."""
+
     def update(self, state, weight, gradient):
         """The state after one optimizer step (called before the weights
         change). Float32 tensors of the kernel's shape."""
@@ -146,7 +151,15 @@ def get(criterion):
     if isinstance(criterion, str) and criterion in _BY_NAME:
         return _BY_NAME[criterion]()
     if isinstance(criterion, dict):
-        found = keras.saving.deserialize_keras_object(criterion)
+        try:
+            found = keras.saving.deserialize_keras_object(criterion)
+        except (TypeError, ValueError) as error:
+            # A TypeError, as Keras raises for an unknown class: loading a
+            # model keeps telling a missing custom class apart.
+            raise TypeError(
+                "Argument `criterion` is a config that does not load "
+                f"({error}). Received: criterion={criterion!r}"
+            ) from None
         if isinstance(found, Criterion):
             return found
     raise ValueError(

@@ -12,6 +12,7 @@ import keras
 
 from keras_sparsity import _compat
 from keras_sparsity import allocation as alloc
+from keras_sparsity import checks
 from keras_sparsity import cloning
 from keras_sparsity import criteria
 from keras_sparsity import registry
@@ -121,6 +122,9 @@ def prune_low_magnitude(
     pruned.fit(x, y, callbacks=[sparsity.UpdatePruningStep()])
     ```
     """
+    checks.check_flag("strict", strict)
+    checks.check_flag("inplace", inplace)
+    _check_policy(pruning_policy)
     params = dict(
         zip(
             (
@@ -209,6 +213,13 @@ def prune_low_magnitude(
         )
     if isinstance(to_prune, (list, tuple)):
         for layer in to_prune:
+            if not isinstance(layer, keras.layers.Layer):
+                raise TypeError(
+                    "Argument `to_prune` must be a layer, a list of layers or "
+                    "a model; a list must hold only keras.layers.Layer "
+                    f"instances. Received: to_prune holding {layer!r} of "
+                    f"type {type(layer).__name__}"
+                )
             if not isinstance(layer, PruneLowMagnitude):
                 check_layer(layer)
         return [
@@ -226,6 +237,23 @@ def prune_low_magnitude(
         "keras.layers.Layer, or a list of keras.layers.Layer. "
         f"Received: to_prune of type {type(to_prune).__name__}"
     )
+
+
+def _check_policy(policy):
+    if policy is not None and (
+        isinstance(policy, type)
+        or not all(
+            callable(getattr(policy, method, None))
+            for method in ("allow_pruning", "ensure_model_supports_pruning")
+        )
+    ):
+        raise TypeError(
+            "Argument `pruning_policy` must be None or a `PruningPolicy` "
+            "instance (an object with `allow_pruning(layer)` and "
+            "`ensure_model_supports_pruning(model)`), e.g. "
+            "`sparsity.PruneForLatencyOnXNNPack()`. Received: "
+            f"pruning_policy={policy!r}"
+        )
 
 
 def _check_model_arguments(model, inplace, kwargs):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_sparsity import _compat
+from keras_sparsity import checks
 from keras_sparsity import cloning
 from keras_sparsity import registry
 from keras_sparsity import surgery
@@ -34,6 +35,7 @@ def strip_pruning(model, *, inplace=False):
 
     Example: `final = sparsity.strip_pruning(pruned); final.save("m.keras")`
     """
+    checks.check_flag("inplace", inplace)
     if isinstance(model, PruneLowMagnitude):
         if inplace:
             raise ValueError(

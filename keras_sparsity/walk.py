@@ -25,6 +25,11 @@ def unpruned_layers(model):
 
     Example: `print([l.name for l in sparsity.unpruned_layers(pruned)])`
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "Argument `model` must be a keras.Model (or a layer). "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
     wrapped = {
         id(inner)
         for wrapper in pruning_wrappers(model)
