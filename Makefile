@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_sparsity tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) $(TFMOT_VENV) build *.egg-info
+	rm -rf $(VENV) $(TFMOT_VENV) $(TP_VENV) build *.egg-info
 
 # Benchmarks: `make bench` writes benchmarks/results/<script>.md (about 45
 # minutes on 2 cores); `make bench-quick` is a smoke run of every script
@@ -59,7 +59,7 @@ TFMOT_VENV := .venv-tfmot
 TFMOT_STAMP := $(TFMOT_VENV)/.installed
 RESULTS := benchmarks/results
 BENCH_SCRIPTS := tfmot_recipe bench_compression overview mask_update train_overhead \
-	bench_attach bench_allocation bench_dst bench_oneshot
+	bench_attach bench_allocation bench_dst bench_oneshot bench_structural
 
 # TFMOT runs on Keras 2 (tf_keras) in a virtualenv of its own, with
 # TF_USE_LEGACY_KERAS=1 (benchmarks/tfmot_recipe.py sets it).
@@ -69,7 +69,18 @@ $(TFMOT_STAMP):
 		tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 numpy==2.4.6
 	touch $(TFMOT_STAMP)
 
-bench: $(STAMP) $(TFMOT_STAMP)
+TP_VENV := .venv-tp
+TP_STAMP := $(TP_VENV)/.installed
+
+# Torch-Pruning, the structural benchmark's PyTorch peer, in a virtualenv of
+# its own for benchmarks/torch_pruning_worker.py (the CPU torch wheel).
+$(TP_STAMP):
+	$(PYTHON) -m venv $(TP_VENV)
+	$(TP_VENV)/bin/python -m pip install --quiet torch==2.13.0 \
+		torch-pruning==1.6.1 numpy==2.4.6
+	touch $(TP_STAMP)
+
+bench: $(STAMP) $(TFMOT_STAMP) $(TP_STAMP)
 	@mkdir -p $(RESULTS)
 	@set -e; for s in $(BENCH_SCRIPTS); do \
 		echo "=== benchmarks/$$s.py"; \
