@@ -28,6 +28,7 @@ import numpy as np
 from keras_sparsity import coding
 from keras_sparsity import files
 from keras_sparsity.checks import check_built_model
+from keras_sparsity.checks import check_flag
 from keras_sparsity.checks import check_output_path
 from keras_sparsity.checks import check_path
 
@@ -181,6 +182,13 @@ def load_compressed(
     """
     path = check_path(path)
     max_bytes = _check_max_bytes(max_bytes)
+    check_flag("compile", compile)
+    check_flag("safe_mode", safe_mode)
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(
+            "Argument `custom_objects` must be None or a dict from class "
+            f"name to class. Received: custom_objects={custom_objects!r}"
+        )
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No compressed model at {path!r}: the file does not exist."

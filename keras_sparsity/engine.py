@@ -349,7 +349,20 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             )
         inner = inner_optimizer
         if isinstance(inner, (str, dict)):
-            inner = keras.optimizers.get(inner)
+            try:
+                inner = keras.optimizers.get(inner)
+            except ValueError as error:
+                raise ValueError(
+                    "Argument `inner_optimizer` must be a Keras optimizer or "
+                    f"a name such as 'adam' ({error}). Received: "
+                    f"inner_optimizer={inner_optimizer!r}"
+                ) from None
+        if _prunes(inner):
+            raise ValueError(
+                "Argument `inner_optimizer` already prunes (a "
+                "SparsityOptimizer): pass the optimizer it wraps. Received: "
+                f"inner_optimizer={inner_optimizer!r}"
+            )
         if not isinstance(inner, keras.optimizers.Optimizer):
             raise TypeError(
                 "Argument `inner_optimizer` must be a Keras optimizer or a "
@@ -553,7 +566,9 @@ class SparsityOptimizer(keras.optimizers.Optimizer):
             if grad is None:  # a frozen kernel
                 continue
             entry.state.assign(
-                entry.criterion.update(entry.state.value, entry.kernel.value, grad)
+                entry.criterion.update(
+                    entry.state.value, entry.kernel.value, grad
+                )
             )
 
     def _update_masks(self, step):

@@ -410,6 +410,12 @@ def check_regrowth(regrowth, pruning_schedule, block_size, sparsity_m_by_n):
 def _check_targets(kernel_targets):
     if kernel_targets is None:
         return None
+    if not isinstance(kernel_targets, (list, tuple)):
+        raise TypeError(
+            "Argument `kernel_targets` must be None or a list with one entry "
+            "per pruned weight. Received: "
+            f"kernel_targets={kernel_targets!r}"
+        )
     checked = []
     for target in kernel_targets:
         if target is not None:

@@ -127,12 +127,6 @@ def test_unbuilt_models_are_refused_by_name(call, tmp_path, monkeypatch):
     assert not model.built and os.listdir(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="#15: a pruning_policy that is not a PruningPolicy fails with "
-    "AttributeError inside prune.py",
-)
 def test_a_pruning_policy_of_the_wrong_type_is_a_type_error():
     model = user_model()
     with pytest.raises(TypeError, match="Received: pruning_policy='x'"):

@@ -25,6 +25,12 @@ def calibration_batches(data):
             "iterable of batches or a tf.data.Dataset. Received: "
             "calibration_data=None"
         )
+    if isinstance(data, (str, bytes)):
+        raise TypeError(
+            "Argument `calibration_data` must be an array, a dict of "
+            "arrays, an iterable of batches or a tf.data.Dataset. "
+            f"Received: calibration_data={data!r}"
+        )
     if _is_batch(data):
         batches = [data]
     else:

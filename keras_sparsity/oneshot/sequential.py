@@ -17,6 +17,7 @@ import keras
 
 from keras_sparsity import _compat
 from keras_sparsity import cloning
+from keras_sparsity.checks import check_flag
 from keras_sparsity.oneshot import calibration
 from keras_sparsity.oneshot import capture
 from keras_sparsity.oneshot import recovery
@@ -134,11 +135,12 @@ def prune(
     """
     targets.check_arguments(method, sparsity, sparsity_m_by_n, allocation)
     summary.check_verbose(verbose)
-    if not isinstance(return_summary, bool):
-        raise TypeError(
-            "Argument `return_summary` must be True or False. Received: "
-            f"return_summary={return_summary!r}"
-        )
+    for name, flag in (
+        ("return_summary", return_summary),
+        ("inplace", inplace),
+        ("keep_masks", keep_masks),
+    ):
+        check_flag(name, flag)
     m_by_n = None if sparsity_m_by_n is None else tuple(sparsity_m_by_n)
     if m_by_n is not None:
         sparsity = m_by_n[0] / m_by_n[1]

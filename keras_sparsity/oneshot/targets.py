@@ -63,7 +63,7 @@ def check_arguments(method, sparsity, m_by_n, allocation):
     ):
         raise ValueError(
             f"Argument `allocation` must be one of {ALLOCATIONS} or an "
-            "`OutlierWeighted`. Received: allocation={allocation!r}"
+            f"`OutlierWeighted`. Received: allocation={allocation!r}"
         )
     if m_by_n is not None and allocation != "uniform":
         raise ValueError(

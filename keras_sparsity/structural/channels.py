@@ -101,6 +101,21 @@ class PruneChannels(PruneLowMagnitude):
             "criterion", "kernel_targets", "regrowth",
         ):
             kwargs.pop(fixed, None)  # saved by the base config; not options
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "Argument `layer` must be a keras.layers.Layer. Received: "
+                f"layer={layer!r}"
+            )
+        if not isinstance(channels, (list, tuple)) or not all(
+            isinstance(c, ChannelSpec)
+            or (isinstance(c, (list, tuple)) and len(c) == 4)
+            for c in channels
+        ):
+            raise ValueError(
+                "Argument `channels` must be a list of `ChannelSpec`s (or "
+                "their configs), as `prune_channels` builds. Received: "
+                f"channels={channels!r}"
+            )
         kwargs.setdefault("name", f"prune_channels_{layer.name}")
         _check_options(importance, allocation, round_to)
         super().__init__(
