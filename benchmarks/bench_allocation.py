@@ -58,7 +58,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import tfmot_worker as worker  # also puts examples/ on sys.path
 from provenance import machine
 from provenance import revision

@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from backend_runs import print_result
 from backend_runs import run_child
 from provenance import machine
@@ -162,7 +161,8 @@ def sparsity_for_macs(keras, sparsity, model, ratio, steps=8):
     low, high = 0.0, 0.95
     for _ in range(steps):
         middle = (low + high) / 2
-        if dense / model_macs(one_shot(keras, sparsity, model, middle)) >= ratio:
+        smaller = one_shot(keras, sparsity, model, middle)
+        if dense / model_macs(smaller) >= ratio:
             high = middle
         else:
             low = middle
@@ -213,9 +213,9 @@ def child_speed(args):
 
 def child_accuracy(args):
     import keras
+    from datasets import load_mnist
 
     import keras_sparsity as sparsity
-    from datasets import load_mnist
 
     plan = args.plan
     (x, y), (x_test, y_test) = load_mnist(

@@ -30,9 +30,8 @@ import zlib
 import keras
 from keras import ops
 
-from keras_sparsity.configurable import Configurable
-
 from keras_sparsity import masks as mask_math
+from keras_sparsity.configurable import Configurable
 
 
 class Regrowth(Configurable):

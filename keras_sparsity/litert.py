@@ -26,11 +26,11 @@ import numpy as np
 
 from keras_sparsity import _compat
 from keras_sparsity import files
-from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.checks import check_built_model
 from keras_sparsity.checks import check_output_path
 from keras_sparsity.checks import check_path
 from keras_sparsity.strip import strip_pruning
+from keras_sparsity.walk import pruning_wrappers
 
 _SUFFIX = ".tflite"
 _CONVERT = (

@@ -13,7 +13,6 @@ import functools
 import keras
 
 from keras_sparsity import _compat
-
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 L = keras.layers

@@ -22,8 +22,8 @@ from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.walk import pruning_wrappers
 from keras_sparsity.wrapper import PruneLowMagnitude
 from keras_sparsity.wrapper import check_layer
-from keras_sparsity.wrapper import check_regrowth
 from keras_sparsity.wrapper import check_pruning_params
+from keras_sparsity.wrapper import check_regrowth
 
 
 def prune_low_magnitude(
@@ -180,7 +180,11 @@ def prune_low_magnitude(
                 allocation,
                 overrides,
                 params["pruning_schedule"],
-                [size for sizes in pruner.left_dense.values() for size in sizes],
+                [
+                    size
+                    for sizes in pruner.left_dense.values()
+                    for size in sizes
+                ],
             )
             overrides.check_all_used()
         except ValueError:

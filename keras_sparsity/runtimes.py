@@ -29,10 +29,8 @@ on an x86 (AVX2) CPU and from the runtimes' documentation and source:
 
 import dataclasses
 
-
 from keras_sparsity import _compat
 from keras_sparsity.policy import PruneForLatencyOnXNNPack
-
 
 RUNTIMES = {
     "litert": "LiteRT / TFLite",

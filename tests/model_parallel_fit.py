@@ -27,7 +27,9 @@ def train(sharded):
     if sharded:
         devices = keras.distribution.list_devices("cpu")
         assert len(devices) == 2, devices
-        mesh = keras.distribution.DeviceMesh((1, 2), ("batch", "model"), devices)
+        mesh = keras.distribution.DeviceMesh(
+            (1, 2), ("batch", "model"), devices
+        )
         layout_map = keras.distribution.LayoutMap(mesh)
         layout_map[".*dense.*kernel.*"] = (None, "model")
         keras.distribution.set_distribution(

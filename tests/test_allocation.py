@@ -205,7 +205,8 @@ def test_overrides_by_regex_fix_some_kernels_and_leave_others_dense():
         "dense_1/kernel": 256,
         "dense_2/kernel": numpy_keep_count(128, 0.9),
     }
-    assert [l.name for l in sparsity.unpruned_layers(pruned)] == ["dense_3"]
+    unpruned = sparsity.unpruned_layers(pruned)
+    assert [layer.name for layer in unpruned] == ["dense_3"]
 
 
 def test_erk_and_global_make_up_for_the_overridden_kernels():

@@ -52,7 +52,9 @@ def test_data_parallel_fit_gives_the_single_device_masks(tmp_path):
         )
 
 
-MODEL_PARALLEL = os.path.join(os.path.dirname(__file__), "model_parallel_fit.py")
+MODEL_PARALLEL = os.path.join(
+    os.path.dirname(__file__), "model_parallel_fit.py"
+)
 
 
 @pytest.mark.skipif(

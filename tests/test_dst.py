@@ -67,7 +67,9 @@ def np_update(regrowth, old, weight, grad, kept, step, salt, begin=0):
     dropped = int(np.floor(np.float32(np_fraction(regrowth, step, begin))
                            * np.float32(kept)))
     dropped = min(dropped, old.size - kept)
-    survivors = np_top(np.where(old > 0, np.abs(weight.ravel()), -1), kept - dropped)
+    survivors = np_top(
+        np.where(old > 0, np.abs(weight.ravel()), -1), kept - dropped
+    )
     grow = np.abs(grad.ravel()) if regrowth.grows_by_gradient else random
     grown = np_top(np.where(old > 0, -1, grow), dropped)
     return np.maximum(survivors, grown)

@@ -89,10 +89,13 @@ def test_norm_importance_matches_numpy(importance, jit):
         )
         bias_mask = masks[(name, "bias")]
         np.testing.assert_array_equal(np.flatnonzero(bias_mask), expected)
-        kernel_now, bias_now = pruned.get_layer(f"prune_channels_{name}").layer.get_weights()
+        wrapper = pruned.get_layer(f"prune_channels_{name}")
+        kernel_now, bias_now = wrapper.layer.get_weights()
         removed = np.setdiff1d(np.arange(size), expected)
         assert not kernel_now[:, removed].any() and not bias_now[removed].any()
-        np.testing.assert_array_equal(kernel_now[:, expected], kernel[:, expected])
+        np.testing.assert_array_equal(
+            kernel_now[:, expected], kernel[:, expected]
+        )
     # The output layer's group reaches the model output: never wrapped.
     assert not isinstance(pruned.layers[-1], channels_lib.PruneChannels)
     # The user's model is untouched.
