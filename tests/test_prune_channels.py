@@ -474,3 +474,27 @@ def test_heads_example_runs_tiny(capsys):
     assert plan.num_heads_removed == 4 and plan.num_removed == 256
     assert smaller.count_params() == plan.num_parameters_after
     assert "held-out perplexity" in capsys.readouterr().out
+
+
+def test_transposed_convolution_filters_are_pruned_along_their_axis():
+    inputs = keras.Input((4, 4, 2))
+    x = L.Conv2DTranspose(8, 3, strides=2, padding="same", name="up")(inputs)
+    x = L.BatchNormalization(name="bn")(x)
+    outputs = L.Conv2D(3, 1, name="out")(L.ReLU()(x))
+    model = keras.Model(inputs, outputs)
+    x, y = data(model)
+    pruned = one_step(sparsity.prune_channels(model, HALF), x, y)
+    kernel = model.get_layer("up").get_weights()[0]  # (3, 3, 8, 2)
+    expected = top(np.sqrt((kernel**2).sum((0, 1, 3))), 4)
+    mask = masks_of(pruned)[("up", "kernel")]
+    np.testing.assert_array_equal(
+        np.flatnonzero(mask[0, 0, :, 0]), expected
+    )
+    stripped = sparsity.strip_pruning(pruned)
+    smaller = sparsity.shrink(stripped)
+    assert smaller.get_layer("up").filters == 4
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(smaller(x, training=False)),
+        keras.ops.convert_to_numpy(stripped(x, training=False)),
+        atol=1e-4, rtol=1e-4,
+    )

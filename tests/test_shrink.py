@@ -403,3 +403,24 @@ def test_attention_heads_kept_when_none_is_silent_or_layer_is_shared():
     (heads,) = [g for g in plan.groups if g.unit == "heads"]
     assert heads.num_kept == 4
     assert heads.reasons == ("is called more than once",)
+
+
+def test_transposed_convolution_cuts_its_outputs_and_inputs():
+    """Conv2DTranspose kernels are (kh, kw, out, in): the cut runs along
+    axis -2 for its own filters and -1 for the channels it reads."""
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = L.Conv2DTranspose(6, 3, strides=2, padding="same", name="up")(x)
+    x = L.ReLU()(x)
+    outputs = L.Conv2D(4, 1, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    zero_channels(model.get_layer("conv"), [1, 4])
+    up = model.get_layer("up")
+    kernel, bias = up.get_weights()
+    kernel[:, :, [0, 5], :] = 0.0
+    bias[[0, 5]] = 0.0
+    up.set_weights([kernel, bias])
+    smaller, plan = check_same_outputs(model, data((6, 6, 3)))
+    assert group_of(plan, "conv").removed == (1, 4)
+    assert group_of(plan, "up").removed == (0, 5)
+    assert tuple(smaller.get_layer("up").kernel.shape) == (3, 3, 4, 6)

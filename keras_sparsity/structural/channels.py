@@ -464,7 +464,8 @@ def _masked_weights(layer, kind, importance):
     found = []
     if kind == kinds.KERNEL:
         name = "pointwise_kernel" if kinds.is_separable(layer) else "kernel"
-        found.append((name, -1, not by_norm))
+        axis = -2 if kinds.is_transposed(layer) else -1  # (..., out, in)
+        found.append((name, axis, not by_norm))
     elif kind == kinds.DEPTHWISE:
         found.append(("kernel", -2, False))
     elif kind == kinds.CHANNELWISE:

@@ -32,10 +32,7 @@ def zero_columns(kernel):
 def produced(layer):
     """Values of a `KERNEL` layer's output channels: its activation of the
     bias (or of 0) where the channel's kernel column is all zero."""
-    kernel = (
-        layer.pointwise_kernel if kinds.is_separable(layer) else (layer.kernel)
-    )
-    zero = zero_columns(kernel)
+    zero = zero_columns(kinds.kernel_of(layer))
     bias = np.zeros(zero.shape, "float32")
     if layer.use_bias:
         bias = keras.ops.convert_to_numpy(layer.bias).astype("float32")

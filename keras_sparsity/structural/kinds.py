@@ -2,8 +2,9 @@
 
 Every call in a model's graph is one of these kinds:
 
-* `KERNEL` (Dense, Conv1D/2D/3D, SeparableConv1D/2D): reads input
-  channels through kernel rows and writes a new group of output channels;
+* `KERNEL` (Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose, SeparableConv1D/2D):
+  reads input channels through kernel rows and writes a new group of
+  output channels;
 * `DEPTHWISE` (DepthwiseConv1D/2D with `depth_multiplier=1`) and
   `CHANNELWISE` (BatchNormalization over the last axis): channel-local
   layers with per-channel weights, which lose a channel with their input;
@@ -18,6 +19,7 @@ Only channels-last layers are cut.
 """
 
 import keras
+import numpy as np
 
 L = keras.layers
 
@@ -32,6 +34,7 @@ UNKNOWN = "unknown"
 
 _CONVS = (L.Conv1D, L.Conv2D, L.Conv3D)
 _SEPARABLES = (L.SeparableConv1D, L.SeparableConv2D)
+_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 _DEPTHWISES = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 _MERGES = (L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average)
 _PASSTHROUGHS = (
@@ -101,7 +104,9 @@ def classify(layer, input_shapes):
     if getattr(layer, "data_format", None) == "channels_first":
         return UNKNOWN, f"is a channels_first {name}"
     rank = len(input_shapes[0]) if input_shapes else 0
-    if isinstance(layer, L.Dense) or isinstance(layer, _CONVS + _SEPARABLES):
+    if isinstance(layer, L.Dense) or isinstance(
+        layer, _CONVS + _SEPARABLES + _TRANSPOSED
+    ):
         return _kernel_kind(layer, name)
     if isinstance(layer, _DEPTHWISES):
         if layer.depth_multiplier != 1:
@@ -144,8 +149,8 @@ def folds_constants(layer):
     into its bias exactly: it has a bias and it is a Dense, or a convolution
     with 'valid' padding (zero padding at the borders would make the
     channel's contribution vary with position)."""
-    if not getattr(layer, "use_bias", False):
-        return False
+    if not getattr(layer, "use_bias", False) or is_transposed(layer):
+        return False  # a transposed convolution's borders see fewer taps
     return isinstance(layer, L.Dense) or layer.padding == "valid"
 
 
@@ -157,6 +162,21 @@ def output_units_key(layer):
 def is_separable(layer):
     """True for SeparableConv1D/2D."""
     return isinstance(layer, _SEPARABLES)
+
+
+def is_transposed(layer):
+    """True for Conv1D/2D/3DTranspose, whose kernel is `(..., out, in)`."""
+    return isinstance(layer, _TRANSPOSED)
+
+
+def kernel_of(layer):
+    """A `KERNEL` layer's kernel as `(..., in, out)`: the pointwise kernel
+    of a SeparableConv, a transposed convolution's with its last two axes
+    swapped."""
+    if is_separable(layer):
+        return keras.ops.convert_to_numpy(layer.pointwise_kernel)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    return np.swapaxes(kernel, -1, -2) if is_transposed(layer) else kernel
 
 
 def is_depthwise(layer):

@@ -12,7 +12,7 @@ from keras_sparsity.structural import kinds
 
 
 def kernel_weights(layer, in_keep, positions, out_keep, constants):
-    """New weights of a Dense, Conv or SeparableConv layer.
+    """New weights of a Dense, Conv, ConvTranspose or SeparableConv layer.
 
     Args:
         layer: The built layer.
@@ -34,9 +34,14 @@ def kernel_weights(layer, in_keep, positions, out_keep, constants):
         weights[1] = pointwise[..., pointwise_rows, :][..., out_keep]
     else:
         kernel = weights[0]
+        if kinds.is_transposed(layer):  # (..., out, in) -> (..., in, out)
+            kernel = np.swapaxes(kernel, -1, -2)
         folded = _kernel_fold(kernel, removed, constants, positions)
         flat_rows = _repeat(in_keep, positions, len(constants))
-        weights[0] = kernel[..., flat_rows, :][..., out_keep]
+        kernel = kernel[..., flat_rows, :][..., out_keep]
+        if kinds.is_transposed(layer):
+            kernel = np.swapaxes(kernel, -1, -2)
+        weights[0] = kernel
     if layer.use_bias:
         weights[-1] = (weights[-1] + folded.astype(weights[-1].dtype))[out_keep]
     return weights
