@@ -1,5 +1,6 @@
 """Shared fixtures and assertions; `make test` runs the suite per backend."""
 
+import gc
 import os
 
 # Import torch before TensorFlow, as Keras' own conftest does (the other
@@ -76,6 +77,20 @@ def pytest_runtest_setup(item):
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """On JAX, drops the compiled programs after each test module. Each one
+    keeps memory mappings of its machine code; the whole suite in one
+    process would pass the kernel's limit of 65,530 mappings (test_masks
+    alone leaves 25,000), and XLA aborts the process while compiling."""
+    yield
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.clear_caches()
+        gc.collect()
 
 
 def backend():
