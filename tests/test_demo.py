@@ -11,8 +11,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_sparsity import masks
-
 DEMO = pathlib.Path(__file__).parents[1] / "examples" / "demo_digits.py"
 FINAL_SPARSITY = 0.8  # the demo's PolynomialDecay final_sparsity
 ACCURACY_LINE = re.compile(
@@ -81,12 +79,6 @@ def test_demo_stripped_kernels_keep_exactly_round_to_k_weights(demo):
         assert np.count_nonzero(value) == expected_nonzeros(value.size), (
             kernel.path
         )
-
-
-@pytest.mark.parametrize("size", [144, 4608, 32768, 640, 6, 10, 1])
-def test_expected_nonzeros_matches_library_keep_count(size):
-    kept = masks.keep_count(size, FINAL_SPARSITY)
-    assert int(keras.ops.convert_to_numpy(kept)) == expected_nonzeros(size)
 
 
 def test_demo_pruned_file_compresses_at_least_twice_as_well(demo):

@@ -468,12 +468,6 @@ def test_config_round_trip_keeps_every_argument():
     )
 
 
-def test_expected_nonzeros_rule():
-    assert expected_nonzeros(6, 0.25) == 4
-    assert expected_nonzeros(10, 0.15) == 8
-    assert expected_nonzeros(2, 0.75) == 1
-
-
 # (layer factory, input maker): each layer is fed a Keras mask, from
 # Embedding(mask_zero=True) itself or from a Masking layer before it.
 TOKENS = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 0, 5]], dtype="int32")
