@@ -20,7 +20,6 @@ import numbers
 import keras
 from keras import ops
 
-from keras_sparsity import _compat
 from keras_sparsity import cloning
 from keras_sparsity import criteria
 from keras_sparsity import masks as mask_math
@@ -402,9 +401,6 @@ def channel_specs(model, importance, round_to):
     """`{id(layer): [ChannelSpec, ...]}` for the layers of `model` that
     write a prunable channel group."""
     graph = groups_lib.find_groups(model)
-    calls = {}
-    for layer, _, _ in _compat.graph_calls(model)[2]:
-        calls[id(layer)] = calls.get(id(layer), 0) + 1
     prunable = {
         g.index for g in graph.groups
         if not g.reasons and g.producers and g.size > round_to
@@ -438,7 +434,7 @@ def channel_specs(model, importance, round_to):
             if (
                 heads.is_attention(layer)
                 and layer.num_heads > 1
-                and calls.get(id(layer)) == 1
+                and graph.calls.get(id(layer)) == 1
             ):
                 specs[id(layer)] = _head_specs(layer)
     return specs
@@ -482,23 +478,11 @@ def _masked_weights(layer, kind, importance):
 
 
 def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a Sequential or functional keras.Model."
-            f" Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not _compat.is_plain_graph(model):
-        raise ValueError(
-            "Argument `model` must be a Sequential or functional "
-            "keras.Model: channel groups are found from the graph of "
-            "layers, which a subclassed model does not expose. Received: "
-            f"model={model.name!r} of type {type(model).__name__}"
-        )
-    if _compat.graph_calls(model) is None:
-        raise ValueError(
-            "Argument `model` must be built: give the Sequential model a "
-            f"`keras.Input` first. Received: model={model.name!r}"
-        )
+    groups_lib.check_graph_model(
+        model,
+        "channel groups are found from the graph of layers, which a "
+        "subclassed model does not expose.",
+    )
     from keras_sparsity.walk import pruning_wrappers
 
     if pruning_wrappers(model):

@@ -81,13 +81,15 @@ class Group:
 
 @dataclasses.dataclass
 class Graph:
-    """What `find_groups` found: the groups (merged ones removed), and per
-    layer name its kind and its (single) input's and output's `Channels`."""
+    """What `find_groups` found: the groups (merged ones removed), per
+    layer name its kind and its (single) input's and output's `Channels`,
+    and per `id(layer)` how many times the graph calls it."""
 
     groups: list
     kinds: dict
     inputs: dict
     outputs: dict
+    calls: dict
 
 
 class _Walk:
@@ -301,6 +303,30 @@ def _depthwise_columns(kernel):
     return keras.ops.convert_to_numpy(kernel)[..., 0]
 
 
+def check_graph_model(model, why):
+    """Raises unless `model` is a built Sequential or functional model, the
+    kind whose graph `find_groups` walks; `why` says, for the error, what
+    the caller needs the graph for."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a Sequential or functional "
+            f"keras.Model. Received: model={model!r} of type "
+            f"{type(model).__name__}"
+        )
+    if not _compat.is_plain_graph(model):
+        raise ValueError(
+            "Argument `model` must be a Sequential or functional "
+            f"keras.Model: {why} Received: "
+            f"model={model.name!r} of type {type(model).__name__}"
+        )
+    if _compat.graph_calls(model) is None:
+        raise ValueError(
+            "Argument `model` must be built: give the Sequential model a "
+            "`keras.Input` first, or call it on data. Received: "
+            f"model={model.name!r}"
+        )
+
+
 def find_groups(model):
     """Walks `model`'s graph and returns its `Graph` of channel groups.
 
@@ -324,4 +350,4 @@ def find_groups(model):
             for g, n in channels.segments
         ]
     groups = [g for g in walk.groups if walk.find(g.index) == g.index]
-    return Graph(groups, walk.kinds, walk.inputs, walk.outputs)
+    return Graph(groups, walk.kinds, walk.inputs, walk.outputs, counts)

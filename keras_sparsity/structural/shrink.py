@@ -1,9 +1,7 @@
 """`shrink`: a model whose some channels are zero, rebuilt smaller."""
 
-import keras
 import numpy as np
 
-from keras_sparsity import _compat
 from keras_sparsity import walk
 from keras_sparsity.strip import strip_pruning
 from keras_sparsity.structural import groups as groups_lib
@@ -89,7 +87,7 @@ def shrink(model, *, plan_only=False, return_plan=False):
         decisions[group.index] = keep
         described.append(plan_lib.describe(group, keep, reasons))
     edits = _edits(model, graph, decisions)
-    for layer, keep, reasons in _attention_heads(model):
+    for layer, keep, reasons in _attention_heads(model, graph):
         described.append(
             plan_lib.ChannelGroup(
                 producers=(layer.name,), members=(), consumers=(),
@@ -128,40 +126,22 @@ def _check_arguments(model, plan_only, return_plan):
             "`plan_only=True` returns the plan alone. Received: "
             "plan_only=True, return_plan=True"
         )
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a Sequential or functional "
-            f"keras.Model. Received: model={model!r} of type "
-            f"{type(model).__name__}"
-        )
-    if not _compat.is_plain_graph(model):
-        raise ValueError(
-            "Argument `model` must be a Sequential or functional "
-            "keras.Model: shrink follows the graph of layers and rebuilds "
-            "the model from its config, which a subclassed model (or a "
-            "subclass of Functional) does not have. Rebuild it with the "
-            "functional API first. Received: "
-            f"model={model.name!r} of type {type(model).__name__}"
-        )
-    if _compat.graph_calls(model) is None:
-        raise ValueError(
-            "Argument `model` must be built: give the Sequential model a "
-            "`keras.Input` first, or call it on data. Received: "
-            f"model={model.name!r}"
-        )
+    groups_lib.check_graph_model(
+        model,
+        "shrink follows the graph of layers and rebuilds the model from its "
+        "config, which a subclassed model (or a subclass of Functional) "
+        "does not have. Rebuild it with the functional API first.",
+    )
 
 
-def _attention_heads(model):
+def _attention_heads(model, graph):
     """`(layer, heads kept, reasons)` per attention layer of `model`."""
-    calls = {}
-    for layer, _, _ in _compat.graph_calls(model)[2]:
-        calls[id(layer)] = calls.get(id(layer), 0) + 1
     found = []
     for layer in model.layers:
         if not heads.is_attention(layer):
             continue
         everything = np.arange(layer.num_heads)
-        if calls.get(id(layer), 0) != 1:
+        if graph.calls.get(id(layer), 0) != 1:
             found.append((layer, everything, ["is called more than once"]))
             continue
         silent = heads.silent_heads(layer)
