@@ -24,10 +24,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) examples/demo_digits.py
 
-# One process per backend: Keras picks its backend once per process.
+# One pytest run per backend: Keras picks its backend once per process.
 # Every backend runs even when one fails; the target fails at the end.
-# `-rs` prints every skip with its reason. `make test-fast` leaves out the
-# tests marked `slow` (subprocesses, example runs).
+# Each run spreads its test files over WORKERS processes (pytest-xdist; a
+# file stays in one process, so module fixtures are built once); WORKERS=0
+# runs in this process. `-rs` prints every skip with its reason.
+# `make test-fast` leaves out the tests marked `slow` (subprocesses, example
+# runs).
+WORKERS ?= 2
 PYTEST_ARGS ?=
 test: $(STAMP)
 	@$(MAKE) --no-print-directory _per_backend PYTEST_ARGS='$(PYTEST_ARGS)'
@@ -40,7 +44,8 @@ _per_backend:
 	@failed=""; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
 		KERAS_BACKEND=$$b $(PY) -m pytest tests -rs --durations=15 \
-			$(PYTEST_ARGS) || failed="$$failed $$b"; \
+			-n $(WORKERS) --dist loadfile $(PYTEST_ARGS) \
+			|| failed="$$failed $$b"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "=== failed on:$$failed"; exit 1; fi
 

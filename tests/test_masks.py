@@ -1,8 +1,10 @@
 """Mask math: TFMOT's literal cases, exact counts, NumPy references, jit.
 
 Every mask is checked eagerly with a Python sparsity and compiled (`jax.jit`,
-`tf.function(jit_compile=True)`; torch runs eagerly) with the sparsity passed
-as a traced float32 tensor; both must give the same mask bit for bit.
+`tf.function(jit_compile=True)`) with the sparsity passed as a traced float32
+tensor; both must give the same mask bit for bit. On torch the cases run
+eagerly, and each mask function is compiled once with `torch.compile` at the
+end of this file.
 """
 
 import math
@@ -1000,3 +1002,54 @@ def test_check_pattern_fits_names_shape_and_argument(
 ):
     with pytest.raises(ValueError, match=message):
         masks.check_pattern_fits(shape, block_size, m_by_n)
+
+
+# torch.compile: every mask function above runs eagerly on torch (a
+# torch.compile per case would add minutes); here each one is compiled
+# once, the sparsity traced, over shapes and sparsities, as in a train step.
+
+TORCH_COMPILED_CASES = {
+    "magnitude": masks.magnitude_mask,
+    "score": masks.score_mask,
+    "block_avg": lambda w, s: masks.block_mask(w, s, (2, 2), "AVG"),
+    "block_max_scored": lambda w, s: masks.block_mask(
+        w, s, (1, 3), "MAX", scored=True
+    ),
+    "m_by_n": lambda w, s: masks.m_by_n_mask(w, s, (2, 4)),
+    "global": lambda w, s: masks.global_masks([w, w * 2.0], s)[1],
+}
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="torch only: JAX and TensorFlow compile every case above",
+)
+@pytest.mark.parametrize("name", sorted(TORCH_COMPILED_CASES))
+def test_mask_functions_under_torch_compile_equal_eager(name):
+    import torch
+
+    fn = TORCH_COMPILED_CASES[name]
+    fast = torch.compile(fn, dynamic=True)
+    weights = tensor(random_weights((8, 12), 3, "ties"))
+    for target in [0.0, 0.3, 0.5, 0.9]:
+        eager = ops.convert_to_numpy(fn(weights, target))
+        traced = ops.convert_to_numpy(
+            fast(weights, ops.convert_to_tensor(target, "float32"))
+        )
+        np.testing.assert_array_equal(eager, traced, err_msg=f"s={target}")
+        if name == "magnitude":
+            assert traced.sum() == reference_keep_count(traced.size, target)
+
+
+def test_top_k_mask_under_torch_compile_equals_eager():
+    if keras.backend.backend() != "torch":
+        pytest.skip("torch only: JAX and TensorFlow compile every case above")
+    import torch
+
+    fast = torch.compile(masks.top_k_mask, dynamic=True)
+    scores = np.abs(random_weights((9, 7), 4, "ties"))
+    for k in [1, 20, 62, 63]:
+        traced = ops.convert_to_numpy(
+            fast(tensor(scores), ops.convert_to_tensor(k, "int32"))
+        )
+        np.testing.assert_array_equal(traced, reference_top_k(scores, k))
