@@ -118,11 +118,12 @@ def _named_inputs(model):
     )
 
 
-def rebuilt_copy(model, argument):
+def rebuilt_copy(model, argument, config=None):
     """A built copy of a model that is not a plain graph, same class.
 
-    Rebuilt from its config, or by calling its class with no arguments
-    when its config does not rebuild it and its `__init__` needs none; then
+    Rebuilt from its config (or from `config`, an edited one), or by
+    calling its class with no arguments when its config does not rebuild
+    it and its `__init__` needs none; then
     built by calling it on symbolic inputs and compiled like `model`.
     Raises `ValueError` naming `argument` when neither works or the model
     was never built. Weights are the caller's to write.
@@ -135,7 +136,7 @@ def rebuilt_copy(model, argument):
             f"first. Received: {argument}={type(model).__name__} named "
             f"{model.name!r}"
         )
-    copy = _construct(model, argument)
+    copy = _construct(model, argument, config)
     _copy_assets(model, copy)
     if not copy.built:
         # Calling on symbolic inputs builds every sublayer of a subclassed
@@ -185,12 +186,12 @@ def _copy_assets(model, copy):
                 target.load_assets(directory)
 
 
-def _construct(model, argument):
+def _construct(model, argument, config=None):
     cls = type(model)
     try:
-        return cls.from_config(model.get_config())
+        return cls.from_config(config or model.get_config())
     except Exception as error:  # a user's config can raise anything
-        if _takes_no_arguments(cls):
+        if config is None and _takes_no_arguments(cls):
             copy = cls()
             copy.name = model.name
             return copy

@@ -256,8 +256,9 @@ def _shrink_plan(model):
 def _structural(row, plan):
     if plan is None or row.weight not in ("kernel", "pointwise_kernel"):
         return _structural_alone(row)
-    produced = [g for g in plan.groups if row.layer in g.producers]
-    read = [g for g in plan.groups if row.layer in g.consumers]
+    channels = [g for g in plan.groups if g.unit == "channels"]
+    produced = [g for g in channels if row.layer in g.producers]
+    read = [g for g in channels if row.layer in g.consumers]
     if not produced:  # not a kernel shrink slices (depthwise, attention)
         return _structural_alone(row)
     (group,) = produced

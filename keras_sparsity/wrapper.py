@@ -164,7 +164,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         ) = check_pruning_params(
             pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
         )
-        check_layer(layer)
+        self._check_layer(layer)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
@@ -181,6 +181,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self._pruned = []
         self.masks = []
+
+    def _check_layer(self, layer):
+        check_layer(layer)
 
     def __call__(self, *args, **kwargs):
         if not self.layer.built:

@@ -9,58 +9,73 @@ kernel columns and bias, BatchNormalization's gamma and beta, a depthwise
 kernel and bias. A removed channel is therefore exactly zero after its
 layers (not a constant), and `shrink` cuts it without folding anything.
 
+Inside transformer layers (`transformers`: Keras' attention layers,
+KerasHub blocks) the groups are attention heads (a key/value head with its
+query heads: the value projection and the output rows) and feed-forward
+units (input columns and output rows). A model without a plain graph
+(a KerasHub backbone or task) is rebuilt, same class, and only those are
+pruned.
+
 The masks are computed by the pruning engine (`engine.SparsityOptimizer`)
 in one selection over all the model's groups at each step the schedule
 says (`channel_masks`), so coupled layers always lose the same channels.
 """
 
 import dataclasses
+import inspect
 import numbers
 
 import keras
 from keras import ops
 
+from keras_sparsity import _compat
 from keras_sparsity import cloning
 from keras_sparsity import criteria
 from keras_sparsity import masks as mask_math
 from keras_sparsity import registry
+from keras_sparsity import surgery
 from keras_sparsity.engine import CHANNELS
 from keras_sparsity.engine import install_engine_on_compile
 from keras_sparsity.schedules import PruningSchedule
 from keras_sparsity.structural import groups as groups_lib
-from keras_sparsity.structural import heads
 from keras_sparsity.structural import kinds
+from keras_sparsity.structural import transformers
 from keras_sparsity.wrapper import PruneLowMagnitude
 
 IMPORTANCES = ("l1", "l2", "bn_gamma", "taylor")
+HEADS = "heads/"  # the key of a layer's head group: "heads/<layer>"
+UNITS = "units/"  # of its feed-forward units
 ALLOCATIONS = ("uniform", "global")
 
 
 @dataclasses.dataclass(frozen=True)
 class ChannelSpec:
-    """One masked variable of a layer: its attribute name, its channel
+    """One masked variable of a layer: its attribute path, its channel
     axis, the groups laid along that axis (`(group, length)`, group None
-    for channels that are not pruned), and whether it scores channels."""
+    for channels that are not pruned), whether it scores channels, and how
+    many consecutive entries along the axis each channel spans (`repeat`:
+    the query heads of one key/value head)."""
 
     weight: str
     axis: int
     segments: tuple
     scores: bool
+    repeat: int = 1
 
     def offsets(self):
-        """`(group, offset, length)` per segment."""
+        """`(group, offset, length)` per segment, in channels."""
         return groups_lib.offsets(self.segments)
 
     def to_config(self):
         return [self.weight, self.axis, [list(s) for s in self.segments],
-                self.scores]
+                self.scores, self.repeat]
 
     @classmethod
     def from_config(cls, config):
-        weight, axis, segments, scores = config
+        weight, axis, segments, scores, *repeat = config
         return cls(
             weight, int(axis), tuple((g, int(n)) for g, n in segments),
-            bool(scores),
+            bool(scores), int(repeat[0]) if repeat else 1,
         )
 
 
@@ -107,7 +122,7 @@ class PruneChannels(PruneLowMagnitude):
             )
         if not isinstance(channels, (list, tuple)) or not all(
             isinstance(c, ChannelSpec)
-            or (isinstance(c, (list, tuple)) and len(c) == 4)
+            or (isinstance(c, (list, tuple)) and len(c) in (4, 5))
             for c in channels
         ):
             raise ValueError(
@@ -135,6 +150,14 @@ class PruneChannels(PruneLowMagnitude):
         self.importance = importance
         self.allocation = allocation
         self.round_to = int(round_to)
+        # Keras binds call arguments to this signature: the wrapped layer's
+        # own lets a transformer layer's mixed keyword arguments (a cache
+        # tensor beside an int index) through, each as itself rather than
+        # one `**kwargs` dict that Keras refuses to mix.
+        self._call_signature = inspect.signature(layer.call)
+
+    def _check_layer(self, layer):
+        """Any layer: `channels` name its variables (checked in `build`)."""
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -212,6 +235,10 @@ def channel_masks(owners, values, sparsity):
         if not spec.scores:
             continue
         per_channel = _per_channel(value, spec.axis, first.importance)
+        if spec.repeat > 1:
+            per_channel = ops.sum(
+                ops.reshape(per_channel, (-1, spec.repeat)), axis=1
+            )
         for group, offset, length in spec.offsets():
             if group is None:
                 continue
@@ -230,6 +257,8 @@ def channel_masks(owners, values, sparsity):
                 for group, _, length in spec.offsets()
             ]
         )
+        if spec.repeat > 1:
+            vector = ops.repeat(vector, spec.repeat)
         shape = [1] * len(value.shape)
         shape[spec.axis] = value.shape[spec.axis]
         masks.append(
@@ -290,7 +319,8 @@ def group_keep(scores, sparsity, allocation, round_to):
     keep = {}
     for g in groups:
         size = int(scores[g].shape[0])
-        step = round_to if isinstance(g, int) else 1  # heads: one by one
+        # Heads go one by one; channels and feed-forward units by round_to.
+        step = 1 if str(g).startswith(HEADS) else round_to
         rounded = ops.cast(
             ops.ceil(ops.cast(counts[g], "float32") / step) * step, "int32"
         )
@@ -320,19 +350,27 @@ def prune_channels(
     it cannot slice) are not pruned. After training, `strip_pruning` then
     `shrink` give a smaller dense model with the same outputs.
 
+    Attention heads and feed-forward units of transformer layers are
+    groups too: a Keras `MultiHeadAttention`/`GroupQueryAttention` in the
+    graph, and every block of a KerasHub backbone or task (which keeps its
+    class). A key/value head goes with its query heads.
+
     A schedule that is already at its final sparsity at step 0 (e.g.
     `ConstantSparsity(0.5, begin_step=0)`) prunes once, before the first
     update: one-shot channel pruning followed by fine-tuning.
 
     Args:
-        model: A built Sequential or functional `keras.Model`, not pruned.
+        model: A built Sequential or functional `keras.Model`, or a model
+            holding transformer layers (a KerasHub backbone or task); not
+            pruned.
         pruning_schedule: A `PruningSchedule`: the share of each group's
             channels removed (with `"global"`, of all channels).
         importance: How a channel is scored, summed over the group's
             producing kernels: `"l1"` (sum of |w|), `"l2"` (Euclidean norm
             of its weights), `"taylor"` (|w * g| summed over the channel,
             averaged over steps), or `"bn_gamma"` (|gamma| of the group's
-            BatchNormalization; groups without one are left unpruned).
+            BatchNormalization; groups without one, heads and units, are
+            left unpruned).
         allocation: `"uniform"` (each group at the schedule's sparsity) or
             `"global"` (one ranking over all groups, each channel's score
             divided by its group's mean).
@@ -363,21 +401,32 @@ def prune_channels(
             f"pruning_schedule={pruning_schedule!r}"
         )
     _check_options(importance, allocation, round_to)
-    specs = channel_specs(model, importance, round_to)
-    if not specs:
-        raise ValueError(
-            f"Model {model.name!r} has no channel group that can be pruned: "
-            "every group reaches an output, passes through a layer that "
-            "cannot be sliced, or has at most `round_to` channels. "
-            f"`shrink(model, plan_only=True)` names each group's reason. "
-            f"Received: round_to={round_to}"
-        )
     options = dict(
         pruning_schedule=pruning_schedule,
         importance=importance,
         allocation=allocation,
         round_to=round_to,
     )
+    if _compat.is_plain_graph(model):
+        pruned = _prune_graph(model, options)
+    else:
+        pruned = _prune_blocks(model, options)
+    install_engine_on_compile(pruned)
+    return pruned
+
+
+def _prune_graph(model, options):
+    """A clone of a Sequential or functional model, its layers that write
+    a prunable group (or hold heads or units) wrapped."""
+    specs = channel_specs(model, options["importance"], options["round_to"])
+    if not specs:
+        raise ValueError(
+            f"Model {model.name!r} has no channel group that can be pruned: "
+            "every group reaches an output, passes through a layer that "
+            "cannot be sliced, or has at most `round_to` channels. "
+            f"`shrink(model, plan_only=True)` names each group's reason. "
+            f"Received: round_to={options['round_to']}"
+        )
 
     def clone_layer(layer):
         if not isinstance(layer, keras.layers.Layer):
@@ -392,9 +441,40 @@ def prune_channels(
         new = PruneChannels(copy, channels=spec, **options) if spec else copy
         return new, lambda: copy.set_weights(weights)
 
-    pruned = cloning.clone_graph(model, clone_layer)
-    install_engine_on_compile(pruned)
-    return pruned
+    return cloning.clone_graph(model, clone_layer)
+
+
+def _prune_blocks(model, options):
+    """A copy of a model without a plain graph (a KerasHub backbone or
+    task, a subclassed transformer), its transformer layers wrapped: the
+    attention heads and feed-forward units inside them are pruned."""
+    if not _blocks(model, options):
+        raise ValueError(
+            "Argument `model` must be a Sequential or functional keras.Model, "
+            "or hold attention layers or transformer feed-forward blocks: "
+            "channel groups are found from the graph of layers, which a "
+            f"{type(model).__name__} does not expose, and it has no heads or "
+            "feed-forward units to prune. Received: "
+            f"model={model.name!r} of type {type(model).__name__}"
+        )
+    copy = cloning.rebuilt_copy(model, "model")
+    cloning.copy_weights(model, copy)
+    for parent, block, specs in _blocks(copy, options):
+        wrapper = PruneChannels(block, channels=specs, **options)
+        wrapper.build()
+        surgery.replace(parent, block, wrapper)
+    return copy
+
+
+def _blocks(model, options):
+    """`(parent, layer, specs)` for the outermost layers of `model` with
+    heads or feed-forward units to prune."""
+    found = []
+    for parent, layer in transformers.outermost(model):
+        specs = block_specs(layer, options["importance"], options["round_to"])
+        if specs:
+            found.append((parent, layer, specs))
+    return found
 
 
 def channel_specs(model, importance, round_to):
@@ -429,27 +509,60 @@ def channel_specs(model, importance, round_to):
         ]
         if found:
             specs[id(layer)] = found
-    if importance != "bn_gamma":
-        for layer in model.layers:
-            if (
-                heads.is_attention(layer)
-                and layer.num_heads > 1
-                and graph.calls.get(id(layer)) == 1
-            ):
-                specs[id(layer)] = _head_specs(layer)
+    for layer in model.layers:
+        if (
+            id(layer) in specs
+            or isinstance(layer, keras.Model)
+            or graph.calls.get(id(layer)) != 1
+        ):
+            continue
+        found = block_specs(layer, importance, round_to)
+        if found:
+            specs[id(layer)] = found
     return specs
 
 
-def _head_specs(layer):
-    """The value projection and output rows of each head: zero, the head
-    is silent and `shrink` removes it."""
-    segments = ((f"heads/{layer.name}", layer.num_heads),)
+def block_specs(layer, importance, round_to):
+    """The `ChannelSpec`s of the attention heads and feed-forward units
+    inside `layer` (`transformers`): a head's value projection and output
+    rows, a unit's input columns (and biases) and output row. Zero, the
+    head or unit is silent and `shrink` removes it. With grouped key/value
+    heads, a key/value head goes with its query heads."""
+    if importance == "bn_gamma":
+        return []
+    found = []
+    for attention in transformers.attentions(layer):
+        if attention.num_kv_heads < 2:
+            continue  # one key/value head stays: nothing to choose
+        key = HEADS + "/".join(filter(None, [layer.name, attention.path]))
+        segments = ((key, attention.num_kv_heads),)
+        found += _projection_specs(attention.value, segments, scores=True)
+        found += _projection_specs(
+            attention.output, segments, scores=True, repeat=attention.repeat
+        )
+    ffn = transformers.feed_forward(layer)
+    if ffn is not None and ffn.units > round_to:
+        segments = ((UNITS + layer.name, ffn.units),)
+        for projection in (*ffn.inputs, ffn.output):
+            found += _projection_specs(projection, segments, scores=True)
+    return found
+
+
+def _projection_specs(projection, segments, scores, repeat=1):
+    """Kernel (scoring) and bias specs of one projection."""
     found = [
-        ChannelSpec("value_dense.kernel", 1, segments, True),
-        ChannelSpec("output_dense.kernel", 0, segments, True),
+        ChannelSpec(
+            transformers.join(projection.path, "kernel"), projection.axis,
+            segments, scores, repeat,
+        )
     ]
-    if layer.value_dense.bias is not None:
-        found.append(ChannelSpec("value_dense.bias", 0, segments, False))
+    if projection.bias_axis is not None:
+        found.append(
+            ChannelSpec(
+                transformers.join(projection.path, "bias"),
+                projection.bias_axis, segments, False, repeat,
+            )
+        )
     return found
 
 
@@ -478,11 +591,18 @@ def _masked_weights(layer, kind, importance):
 
 
 def _check_model(model):
-    groups_lib.check_graph_model(
-        model,
-        "channel groups are found from the graph of layers, which a "
-        "subclassed model does not expose.",
-    )
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a built keras.Model. Received: "
+            f"model={model!r} of type {type(model).__name__}"
+        )
+    if _compat.is_plain_graph(model):
+        groups_lib.check_graph_model(model, "")
+    elif not model.built:
+        raise ValueError(
+            "Argument `model` must be built: call it on a batch of data "
+            f"first. Received: model={model.name!r}"
+        )
     from keras_sparsity.walk import pruning_wrappers
 
     if pruning_wrappers(model):

@@ -23,8 +23,9 @@ class ChannelGroup:
     the indices of the channels that stay, of `num_channels`; `reasons`
     says why channels stay: why the group is kept whole, or which
     consumers could not fold a constant channel into their bias. `unit` is
-    `"channels"`, or `"heads"` for the heads of one attention layer (its
-    only producer).
+    `"channels"`, `"heads"` for the (query) heads of one attention layer,
+    or `"units"` for the hidden units of one feed-forward block (its only
+    producer).
 
     Example: `[(g.producers, g.num_kept) for g in plan.groups]`
     """
@@ -80,14 +81,20 @@ class ShrinkPlan:
 
     @property
     def num_removed(self):
-        """Channels removed over all groups (attention heads not counted:
-        see `num_heads_removed`)."""
+        """Channels removed over all groups (attention heads and
+        feed-forward units not counted: see `num_heads_removed` and
+        `num_units_removed`)."""
         return self._removed("channels")
 
     @property
     def num_heads_removed(self):
-        """Attention heads removed over all attention layers."""
+        """Attention (query) heads removed over all attention layers."""
         return self._removed("heads")
+
+    @property
+    def num_units_removed(self):
+        """Feed-forward units removed over all transformer layers."""
+        return self._removed("units")
 
     def _removed(self, unit):
         return sum(
@@ -95,10 +102,10 @@ class ShrinkPlan:
         )
 
     def __str__(self):
-        heads = (
-            f", {self.num_heads_removed} heads"
-            if any(g.unit == "heads" for g in self.groups)
-            else ""
+        heads = "".join(
+            f", {self._removed(unit)} {unit}"
+            for unit in ("heads", "units")
+            if any(g.unit == unit for g in self.groups)
         )
         head = (
             f"Shrink plan for {self.model!r}: {len(self.groups)} groups, "

@@ -1,14 +1,20 @@
 """`shrink`: a model whose some channels are zero, rebuilt smaller."""
 
+import dataclasses
+
+import keras
 import numpy as np
 
+from keras_sparsity import _compat
+from keras_sparsity import cloning
 from keras_sparsity import walk
 from keras_sparsity.strip import strip_pruning
+from keras_sparsity.structural import blocks
 from keras_sparsity.structural import groups as groups_lib
-from keras_sparsity.structural import heads
 from keras_sparsity.structural import kinds
 from keras_sparsity.structural import plan as plan_lib
 from keras_sparsity.structural import slicing
+from keras_sparsity.structural import transformers
 
 
 def shrink(model, *, plan_only=False, return_plan=False):
@@ -43,15 +49,23 @@ def shrink(model, *, plan_only=False, return_plan=False):
     channels_first layer, a shared layer, ...), are kept whole, with the
     reason in the plan. At least one channel of a group stays.
 
+    Attention heads and feed-forward units of transformer layers go when
+    silent (`transformers`): a Keras `MultiHeadAttention` or
+    `GroupQueryAttention` is rebuilt with fewer heads; a KerasHub backbone
+    or task is rebuilt, same class, from its config with the new
+    `intermediate_dim` (and head counts where the config has a `head_dim`),
+    every block keeping as many as the least pruned one.
+
     A pruned model (`PruneLowMagnitude` layers) is stripped first; `model`
     itself is never changed. The result is a plain, uncompiled model of
     the same class (Sequential or functional) built from `model`'s config
     with new `units`/`filters`, which saves and loads as an ordinary
-    `.keras` file.
+    `.keras` file (a KerasHub model is compiled as `model` was).
 
     Args:
-        model: A built Sequential or functional `keras.Model` (pruned,
-            stripped, or loaded from a file).
+        model: A built Sequential or functional `keras.Model`, or a model
+            holding transformer layers such as a KerasHub backbone or task
+            (pruned, stripped, or loaded from a file).
         plan_only: If True, return the `ShrinkPlan` without building the
             smaller model.
         return_plan: If True, return `(smaller_model, plan)`.
@@ -79,6 +93,8 @@ def shrink(model, *, plan_only=False, return_plan=False):
     _check_arguments(model, plan_only, return_plan)
     if walk.pruning_wrappers(model):
         model = strip_pruning(model)
+    if not _compat.is_plain_graph(model):
+        return _shrink_by_config(model, plan_only, return_plan)
     graph = groups_lib.find_groups(model)
     decisions = {}
     described = []
@@ -87,19 +103,23 @@ def shrink(model, *, plan_only=False, return_plan=False):
         decisions[group.index] = keep
         described.append(plan_lib.describe(group, keep, reasons))
     edits = _edits(model, graph, decisions)
-    for layer, keep, reasons in _attention_heads(model, graph):
-        described.append(
-            plan_lib.ChannelGroup(
-                producers=(layer.name,), members=(), consumers=(),
-                num_channels=layer.num_heads,
-                kept=tuple(int(i) for i in keep),
-                reasons=tuple(reasons), unit="heads",
-            )
-        )
-        if len(keep) < layer.num_heads:
+    for layer in _block_layers(model.layers):
+        found = blocks.parts([layer])
+        if graph.calls.get(id(layer), 0) != 1:
+            _, _, groups = blocks.decide(found, {})
+            described += [
+                dataclasses.replace(
+                    g, kept=tuple(range(g.num_channels)),
+                    reasons=("is called more than once",),
+                )
+                for g in groups
+            ]
+            continue
+        update, cuts, groups = blocks.decide(found, layer.get_config())
+        described += groups
+        if cuts:
             edits[layer.name] = (
-                {"num_heads": int(len(keep))},
-                heads.sliced_weights(layer, keep),
+                update, transformers.sliced_weights(layer, cuts)
             )
     plan = plan_lib.ShrinkPlan(
         model=model.name,
@@ -111,6 +131,52 @@ def shrink(model, *, plan_only=False, return_plan=False):
         return plan
     smaller = _rebuild(model, edits)
     return (smaller, plan) if return_plan else smaller
+
+
+def _block_layers(layers):
+    """The layers among `layers` (not models) that hold heads or units."""
+    return [
+        layer for layer in layers
+        if not isinstance(layer, keras.Model)
+        and (
+            transformers.attentions(layer)
+            or transformers.feed_forward(layer) is not None
+        )
+    ]
+
+
+def _shrink_by_config(model, plan_only, return_plan):
+    """A model without a plain graph (a KerasHub backbone or task): its
+    transformer layers lose their silent heads and units, and the model is
+    rebuilt, same class, from its config with the new counts."""
+    layers = [layer for _, layer in transformers.outermost(model)]
+    if not layers:
+        groups_lib.check_graph_model(model, _WHY_GRAPH)  # raises
+    config = model.get_config()
+    owner = _counts_config(config)
+    update, cuts, groups = blocks.decide(blocks.parts(layers), owner)
+    weights = transformers.sliced_weights(model, cuts)
+    plan = plan_lib.ShrinkPlan(
+        model=model.name,
+        groups=tuple(groups),
+        num_parameters=int(model.count_params()),
+        num_parameters_after=sum(int(w.size) for w in weights),
+    )
+    if plan_only:
+        return plan
+    owner.update(update)
+    smaller = cloning.rebuilt_copy(model, "model", config=config)
+    smaller.set_weights(weights)
+    return (smaller, plan) if return_plan else smaller
+
+
+def _counts_config(config):
+    """The dict of `config` that holds the head and unit counts: the
+    model's own, or its backbone's (a KerasHub task)."""
+    backbone = config.get("backbone")
+    if isinstance(backbone, dict) and isinstance(backbone.get("config"), dict):
+        return backbone["config"]
+    return config
 
 
 def _check_arguments(model, plan_only, return_plan):
@@ -126,33 +192,17 @@ def _check_arguments(model, plan_only, return_plan):
             "`plan_only=True` returns the plan alone. Received: "
             "plan_only=True, return_plan=True"
         )
-    groups_lib.check_graph_model(
-        model,
-        "shrink follows the graph of layers and rebuilds the model from its "
-        "config, which a subclassed model (or a subclass of Functional) "
-        "does not have. Rebuild it with the functional API first.",
-    )
+    if not isinstance(model, keras.Model) or _compat.is_plain_graph(model):
+        groups_lib.check_graph_model(model, _WHY_GRAPH)
 
 
-def _attention_heads(model, graph):
-    """`(layer, heads kept, reasons)` per attention layer of `model`."""
-    found = []
-    for layer in model.layers:
-        if not heads.is_attention(layer):
-            continue
-        everything = np.arange(layer.num_heads)
-        if graph.calls.get(id(layer), 0) != 1:
-            found.append((layer, everything, ["is called more than once"]))
-            continue
-        silent = heads.silent_heads(layer)
-        keep = np.setdiff1d(everything, silent)
-        if not len(keep):
-            keep = everything[:1]  # a layer keeps at least one head
-        reasons = [] if len(silent) else [
-            "no head is silent (value projection or output rows all zero)"
-        ]
-        found.append((layer, keep, reasons))
-    return found
+_WHY_GRAPH = (
+    "shrink follows the graph of layers and rebuilds the model from its "
+    "config, which a subclassed model (or a subclass of Functional) does "
+    "not have; in one, only the attention heads and feed-forward units of "
+    "transformer layers are cut, and it has none. Rebuild it with the "
+    "functional API first."
+)
 
 
 def _edits(model, graph, decisions):
