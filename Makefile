@@ -64,7 +64,8 @@ TFMOT_VENV := .venv-tfmot
 TFMOT_STAMP := $(TFMOT_VENV)/.installed
 RESULTS := benchmarks/results
 BENCH_SCRIPTS := tfmot_recipe bench_compression overview mask_update train_overhead \
-	bench_attach bench_allocation bench_dst bench_oneshot bench_structural
+	bench_attach bench_allocation bench_dst bench_oneshot bench_structural \
+	bench_transformer
 
 # TFMOT runs on Keras 2 (tf_keras) in a virtualenv of its own, with
 # TF_USE_LEGACY_KERAS=1 (benchmarks/tfmot_recipe.py sets it).
