@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from conftest import build_simple_dense_model
 from conftest import compile_model
+from conftest import expected_nonzeros
 from conftest import pruned_pairs
 from conftest import toy_data
 
@@ -23,9 +24,14 @@ def test_update_pruning_step_is_optional_and_changes_nothing():
     base = build_simple_dense_model()
     with_callback = train(base, [sparsity.UpdatePruningStep()])
     without = train(base, [])
-    for (_, w1, m1), (_, w2, m2) in zip(
-        pruned_pairs(with_callback), pruned_pairs(without)
-    ):
+    pairs = list(zip(pruned_pairs(with_callback), pruned_pairs(without)))
+    assert len(pairs) == 2
+    for (_, w1, m1), (_, w2, m2) in pairs:
+        # Pruned in both runs (not two untouched models that agree) ...
+        assert m1.sum() == expected_nonzeros(m1.size, 0.5)
+        assert np.count_nonzero(w1) <= m1.sum()
+        assert np.all(w1[m1 == 0] == 0)
+        # ... and the same masks and weights, bit for bit.
         np.testing.assert_array_equal(m1, m2)
         np.testing.assert_array_equal(w1, w2)
 
