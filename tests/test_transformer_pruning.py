@@ -47,12 +47,16 @@ def along(array, axis):
 
 
 def expected_heads(block, attention):
-    """L2 importance of each key/value head: its value columns and its
-    query heads' output rows, in NumPy."""
-    value = along(kernel(block, attention.value), attention.value.axis)
+    """L2 importance of each key/value head (its value columns and its
+    query heads' output rows) or, with one key/value head, of each query
+    head (query columns and output rows), in NumPy."""
+    source = attention.query if attention.by_query else attention.value
+    first = along(kernel(block, source), source.axis)
     output = along(kernel(block, attention.output), attention.output.axis)
-    scores = np.sqrt(value + output.reshape(-1, attention.repeat).sum(1))
-    return top(scores, round(attention.num_kv_heads / 2))
+    scores = np.sqrt(
+        first + output.reshape(-1, attention.unit_repeat).sum(1)
+    )
+    return top(scores, round(attention.num_units / 2))
 
 
 def expected_units(block, ffn):
@@ -88,7 +92,7 @@ def test_keras_hub_heads_and_units_match_numpy_then_shrink(name, tmp_path):
         ffn = transformers.feed_forward(original)
         np.testing.assert_array_equal(
             live(transformers.silent_heads(block, attention),
-                 attention.num_kv_heads),
+                 attention.num_units),
             expected_heads(original, attention),
         )
         np.testing.assert_array_equal(
@@ -167,16 +171,36 @@ def test_layers_of_one_config_keep_as_many_units_as_the_least_pruned():
     )
 
 
-def test_a_single_key_value_head_is_kept_with_its_reason():
-    """Gemma's multi-query attention: the one key/value head serves all
-    query heads, so no head can go; the units still do."""
+def test_multi_query_attention_loses_query_heads_one_by_one(tmp_path):
+    """Gemma's one key/value head serves every query head: the query heads
+    go one by one (their query columns and output rows), the key/value
+    head stays."""
     model, batch = hub_models.gemma_backbone(), hub_models.gemma_inputs()
     pruned = one_step(sparsity.prune_channels(model, HALF), batch)
-    plan = sparsity.shrink(pruned, plan_only=True)
+    stripped = sparsity.strip_pruning(pruned)
+    for original, block in zip(
+        model.transformer_layers, stripped.transformer_layers
+    ):
+        (attention,) = transformers.attentions(original)
+        assert attention.by_query and attention.num_units == 4
+        np.testing.assert_array_equal(
+            live(transformers.silent_heads(block, attention), 4),
+            expected_heads(original, attention),
+        )
+    smaller, plan = sparsity.shrink(stripped, return_plan=True)
     heads = [g for g in plan.groups if g.unit == "heads"]
-    assert [g.num_kept for g in heads] == [4, 4]
-    assert heads[0].reasons[0] == "one key/value head serves every query head"
-    assert plan.num_units_removed == 2 * 16
+    assert [g.num_kept for g in heads] == [2, 2]
+    config = smaller.get_config()
+    assert (config["num_query_heads"], config["num_key_value_heads"]) == (2, 1)
+    np.testing.assert_allclose(
+        outputs(smaller, batch), outputs(stripped, batch), atol=2e-5
+    )
+    path = tmp_path / "gemma.keras"
+    smaller.save(path)
+    np.testing.assert_allclose(
+        outputs(keras.saving.load_model(path), batch),
+        outputs(smaller, batch), atol=1e-6,
+    )
 
 
 def grouped_attention_model(use_gate=False):

@@ -44,7 +44,7 @@ def parts(blocks):
                     block,
                     transformers.join(block.name, attention.path),
                     attention,
-                    attention.num_kv_heads,
+                    attention.num_units,
                     transformers.silent_heads(block, attention),
                 )
             )
@@ -110,7 +110,7 @@ def _keep(part, count):
     if len(part.silent):
         reasons = []
     elif part.is_heads and part.size == 1:
-        reasons = ["one key/value head serves every query head"]
+        reasons = ["a single head"]
     else:
         reasons = [
             "no head is silent (value projection or output rows all zero)"
@@ -122,15 +122,15 @@ def _keep(part, count):
 
 def _head_keys(config, chosen, count):
     """The config keys for `count` key/value heads, or a reason."""
-    repeat = chosen[0].item.repeat
-    if len({(p.size, p.item.repeat) for p in chosen}) > 1:
+    first = chosen[0].item
+    if len({(p.size, p.item.unit_repeat) for p in chosen}) > 1:
         return None, "its attention layers differ in heads"
     if "num_key_value_heads" in config and "head_dim" in config:
         return {
-            "num_query_heads": count * repeat,
-            "num_key_value_heads": count,
+            "num_query_heads": count * first.unit_repeat,
+            "num_key_value_heads": 1 if first.by_query else count,
         }, None
-    if "num_heads" in config and "key_dim" in config and repeat == 1:
+    if "num_heads" in config and "key_dim" in config and first.repeat == 1:
         return {"num_heads": count}, None
     return None, (
         "its config derives the head size from the number of heads "
@@ -149,7 +149,7 @@ def _unit_keys(config, chosen, count):
 
 def _group(part, keep, reasons):
     if part.is_heads:  # in query heads, as the layer counts them
-        repeat = part.item.repeat
+        repeat = part.item.unit_repeat
         keep = (keep[:, None] * repeat + np.arange(repeat)).ravel()
         size = part.size * repeat
     else:

@@ -527,18 +527,24 @@ def block_specs(layer, importance, round_to):
     inside `layer` (`transformers`): a head's value projection and output
     rows, a unit's input columns (and biases) and output row. Zero, the
     head or unit is silent and `shrink` removes it. With grouped key/value
-    heads, a key/value head goes with its query heads."""
+    heads, a key/value head goes with its query heads; with one (multi-
+    query attention), query heads go one by one (query columns and output
+    rows)."""
     if importance == "bn_gamma":
         return []
     found = []
     for attention in transformers.attentions(layer):
-        if attention.num_kv_heads < 2:
-            continue  # one key/value head stays: nothing to choose
+        if attention.num_units < 2:
+            continue  # one head stays: nothing to choose
         key = HEADS + "/".join(filter(None, [layer.name, attention.path]))
-        segments = ((key, attention.num_kv_heads),)
-        found += _projection_specs(attention.value, segments, scores=True)
+        segments = ((key, attention.num_units),)
+        if attention.by_query:  # the one key/value head stays
+            found += _projection_specs(attention.query, segments, scores=True)
+        else:
+            found += _projection_specs(attention.value, segments, scores=True)
         found += _projection_specs(
-            attention.output, segments, scores=True, repeat=attention.repeat
+            attention.output, segments, scores=True,
+            repeat=attention.unit_repeat,
         )
     ffn = transformers.feed_forward(layer)
     if ffn is not None and ffn.units > round_to:

@@ -18,7 +18,9 @@ built from `EinsumDense`/`Dense` (GPT-2, BERT, Llama, Gemma, ...):
 
 A head (a key/value head with its query heads) is silent when its value
 projection is zero, or its rows of the output projection are: its share of
-the output is then zero whatever the queries and keys. A unit is silent
+the output is then zero whatever the queries and keys. With one key/value
+head (multi-query attention), query heads go one by one, silent when
+their output rows are zero. A unit is silent
 when its output row is zero, or its columns (and biases) of every input
 projection are, through a gate or an activation with `f(0) = 0`.
 """
@@ -69,6 +71,22 @@ class Attention:
     def repeat(self):
         """Query heads per key/value head."""
         return self.num_heads // self.num_kv_heads
+
+    @property
+    def by_query(self):
+        """Multi-query attention (one key/value head): its query heads go
+        one by one; otherwise a key/value head goes with its query heads."""
+        return self.num_kv_heads == 1 and self.num_heads > 1
+
+    @property
+    def num_units(self):
+        """How many heads can go: query heads, or key/value heads."""
+        return self.num_heads if self.by_query else self.num_kv_heads
+
+    @property
+    def unit_repeat(self):
+        """Query heads per unit that goes."""
+        return 1 if self.by_query else self.repeat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,13 +173,16 @@ def join(*parts):
 
 
 def silent_heads(block, attention):
-    """Key/value head indices of `attention` (in `block`) that are silent."""
+    """Indices of the silent heads of `attention` (in `block`): query
+    heads under multi-query attention, else key/value heads."""
+    output = _all_zero(_numpy(block, attention.output), attention.output.axis)
+    if attention.by_query:
+        return np.flatnonzero(output)
     value = _numpy(block, attention.value)
     silent = _all_zero(value, attention.value.axis)
     bias = _bias(block, attention.value)
     if bias is not None:
         silent &= _all_zero(bias, attention.value.bias_axis)
-    output = _all_zero(_numpy(block, attention.output), attention.output.axis)
     silent |= output.reshape(-1, attention.repeat).all(axis=1)
     return np.flatnonzero(silent)
 
@@ -181,17 +202,14 @@ def silent_units(block, ffn):
 
 
 def head_slices(attention, keep):
-    """`[(Projection, kept indices)]` removing the key/value heads
-    not in `keep` (and their query heads and output rows)."""
+    """`[(Projection, kept indices)]` removing the heads not in `keep`
+    (`silent_heads`' units) with their query heads and output rows."""
     keep = np.asarray(keep, int)
-    queries = (keep[:, None] * attention.repeat
-               + np.arange(attention.repeat)).ravel()
-    found = [
-        (attention.query, queries),
-        (attention.key, keep),
-        (attention.value, keep),
-        (attention.output, queries),
-    ]
+    queries = (keep[:, None] * attention.unit_repeat
+               + np.arange(attention.unit_repeat)).ravel()
+    found = [(attention.query, queries), (attention.output, queries)]
+    if not attention.by_query:
+        found += [(attention.key, keep), (attention.value, keep)]
     if attention.gate is not None:
         found.append((attention.gate, queries))
     return found
