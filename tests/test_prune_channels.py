@@ -475,6 +475,18 @@ def test_heads_example_runs_tiny(capsys):
     assert smaller.count_params() == plan.num_parameters_after
     assert "held-out perplexity" in capsys.readouterr().out
 
+    model, smaller, plan = prune_heads_shakespeare.main(
+        ["--model", "gemma3", "--epochs", "1", "--num-train", "128",
+         "--num-val", "8", "--fine-tune-epochs", "1"]
+    )
+    assert type(smaller) is type(model)
+    config = smaller.backbone.get_config()
+    assert (config["num_query_heads"], config["num_key_value_heads"]) == (2, 1)
+    assert config["intermediate_dim"] == 128
+    assert plan.num_heads_removed == 4 and plan.num_units_removed == 256
+    assert smaller.count_params() == plan.num_parameters_after
+    assert "Gemma3CausalLM: parameters" in capsys.readouterr().out
+
 
 def test_transposed_convolution_filters_are_pruned_along_their_axis():
     inputs = keras.Input((4, 4, 2))
