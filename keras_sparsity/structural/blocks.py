@@ -26,12 +26,16 @@ class _Part:
     block: object
     name: str
     item: object  # transformers.Attention or FeedForward
-    size: int  # key/value heads, or units
     silent: np.ndarray
 
     @property
     def is_heads(self):
         return isinstance(self.item, transformers.Attention)
+
+    @property
+    def size(self):
+        """Heads that can go one by one, or units."""
+        return self.item.num_units if self.is_heads else self.item.units
 
 
 def parts(blocks):
@@ -44,7 +48,6 @@ def parts(blocks):
                     block,
                     transformers.join(block.name, attention.path),
                     attention,
-                    attention.num_units,
                     transformers.silent_heads(block, attention),
                 )
             )
@@ -52,7 +55,7 @@ def parts(blocks):
         if ffn is not None:
             found.append(
                 _Part(
-                    block, block.name, ffn, ffn.units,
+                    block, block.name, ffn,
                     transformers.silent_units(block, ffn),
                 )
             )

@@ -103,7 +103,7 @@ def shrink(model, *, plan_only=False, return_plan=False):
         decisions[group.index] = keep
         described.append(plan_lib.describe(group, keep, reasons))
     edits = _edits(model, graph, decisions)
-    for layer in _block_layers(model.layers):
+    for layer in filter(transformers.holds_parts, model.layers):
         found = blocks.parts([layer])
         if graph.calls.get(id(layer), 0) != 1:
             _, _, groups = blocks.decide(found, {})
@@ -131,18 +131,6 @@ def shrink(model, *, plan_only=False, return_plan=False):
         return plan
     smaller = _rebuild(model, edits)
     return (smaller, plan) if return_plan else smaller
-
-
-def _block_layers(layers):
-    """The layers among `layers` (not models) that hold heads or units."""
-    return [
-        layer for layer in layers
-        if not isinstance(layer, keras.Model)
-        and (
-            transformers.attentions(layer)
-            or transformers.feed_forward(layer) is not None
-        )
-    ]
 
 
 def _shrink_by_config(model, plan_only, return_plan):

@@ -120,6 +120,14 @@ def attentions(layer):
     return found
 
 
+def holds_parts(layer):
+    """True for a layer (not a model) with attention heads or a
+    feed-forward block of its own."""
+    return not isinstance(layer, keras.Model) and bool(
+        attentions(layer) or feed_forward(layer) is not None
+    )
+
+
 def outermost(model):
     """`(parent, layer)` for the outermost sublayers of `model` that hold
     heads or feed-forward units (nested models are opened, not taken)."""
@@ -127,9 +135,7 @@ def outermost(model):
 
     def visit(parent):
         for child in _compat.sublayers(parent):
-            if not isinstance(child, keras.Model) and (
-                attentions(child) or feed_forward(child) is not None
-            ):
+            if holds_parts(child):
                 found.append((parent, child))
             else:
                 visit(child)
