@@ -101,6 +101,24 @@ def to_numpy(x):
     return ops.convert_to_numpy(x)
 
 
+class Subclassed(keras.Model):
+    """A model written the common subclassed way: one Dense, no graph."""
+
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def built_subclassed(units=3, input_dim=4, name=None):
+    """A `Subclassed` model built by a call on one sample."""
+    model = Subclassed(units, name=name)
+    model(np.zeros((1, input_dim), "float32"))
+    return model
+
+
 def build_simple_dense_model():
     """TFMOT's test model: Dense(8, relu) on 10 features, then Dense(5)."""
     return keras.Sequential(

@@ -23,6 +23,8 @@ from typing import Callable
 import keras
 import numpy as np
 import pytest
+from conftest import Subclassed
+from conftest import built_subclassed
 
 import keras_sparsity as sparsity
 from keras_sparsity import _compat
@@ -48,19 +50,8 @@ def pruned():
     return sparsity.prune_low_magnitude(plain())
 
 
-class Subclassed(keras.Model):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(3)
-
-    def call(self, x):
-        return self.dense(x)
-
-
 def subclassed():
-    model = Subclassed(name="subclassed_model")
-    model(np.zeros((1, 4), "float32"))
-    return model
+    return built_subclassed(3, 4, name="subclassed_model")
 
 
 MODELS = {

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import built_subclassed
 
 import keras_sparsity as sparsity
 from keras_sparsity.structural import channels as channels_lib
@@ -436,16 +437,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="no channel group"):
         sparsity.prune_channels(model, HALF, round_to=16)
 
-    class Subclassed(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = L.Dense(4)
-
-        def call(self, x):
-            return self.dense(x)
-
-    subclassed = Subclassed()
-    subclassed(np.zeros((1, 3), "float32"))
+    subclassed = built_subclassed(4, 3)
     with pytest.raises(ValueError, match="Sequential or functional"):
         sparsity.prune_channels(subclassed, HALF)
     with pytest.raises(TypeError, match="model"):

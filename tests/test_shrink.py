@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import built_subclassed
 
 import keras_sparsity as sparsity
 from keras_sparsity.structural import shrink
@@ -297,17 +298,10 @@ def test_pruned_model_is_stripped_first():
 
 
 def test_subclassed_model_is_rejected_by_name():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__(name="net")
-            self.dense = L.Dense(2)
-
-        def call(self, x):
-            return self.dense(x)
-
-    net = Net()
-    net(np.zeros((1, 3), "float32"))
-    with pytest.raises(ValueError, match="Received: model='net' of type Net"):
+    net = built_subclassed(2, 3, name="net")
+    with pytest.raises(
+        ValueError, match="Received: model='net' of type Subclassed"
+    ):
         shrink(net)
 
 

@@ -6,6 +6,7 @@ import hub_models
 import keras
 import numpy as np
 import pytest
+from conftest import built_subclassed
 from conftest import to_numpy
 
 import keras_sparsity as sparsity
@@ -274,16 +275,7 @@ def test_compiled_training_prunes_grouped_query_heads():
 
 
 def test_models_without_heads_or_graph_are_refused():
-    class Subclassed(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.dense = L.Dense(4)
-
-        def call(self, x):
-            return self.dense(x)
-
-    model = Subclassed()
-    model(np.zeros((1, 3), "float32"))
+    model = built_subclassed(4, 3)
     with pytest.raises(ValueError, match="no heads or feed-forward units"):
         sparsity.prune_channels(model, HALF)
     with pytest.raises(ValueError, match="Sequential or functional"):
